@@ -1,0 +1,75 @@
+"""The adapter interface every backend implements.
+
+An adapter takes a :class:`~conformance.case.Case` and its :class:`~conformance.inputs.Inputs`
+(MLX layout, float32 arrays exact in the case dtype), runs the op on its library and device in
+the case dtype, and returns the output in MLX layout as a NumPy float array. Layout translation
+lives in the adapter, once; the runner and diff engine only ever see MLX layout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from conformance.case import Case
+from conformance.inputs import Inputs
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run here; ``detail`` says why not, or what it runs on."""
+
+    available: bool
+    detail: str
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+class LayoutError(ValueError):
+    """The case cannot be expressed in the backend's own layout (e.g. an invalid group count
+    that PyTorch's transposed-weight layout has no way to spell). Recorded like a rejection."""
+
+
+class Backend(ABC):
+    """One library on one device. Subclasses set ``name`` and implement the three hooks."""
+
+    name: str = ""
+    description: str = ""
+
+    @cached_property
+    def availability(self) -> Availability:
+        """Probed once per process; never raises."""
+        try:
+            return self.probe()
+        except Exception as exc:  # an import that fails in an unexpected way is "not available"
+            return Availability(False, f"probe failed: {type(exc).__name__}: {exc}")
+
+    @abstractmethod
+    def probe(self) -> Availability:
+        """Import the library and check the device; no case is run."""
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        """A documented limitation of the backend that rules ``case`` out, or ``None``."""
+        return None
+
+    @abstractmethod
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        """Run ``case`` and return the output in MLX layout (N, *spatial, C_out) as NumPy floats.
+
+        Errors raised by the library propagate unchanged: the runner records them.
+        """
+
+    def __repr__(self) -> str:
+        return f"<backend {self.name}>"
+
+
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """(N, *S, C) -> (N, C, *S), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(x, -1, 1))
+
+
+def channels_last(y: np.ndarray) -> np.ndarray:
+    """(N, C, *S) -> (N, *S, C), contiguous."""
+    return np.ascontiguousarray(np.moveaxis(y, 1, -1))

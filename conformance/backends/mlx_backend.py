@@ -1,0 +1,77 @@
+"""MLX adapters: ``mlx-cpu`` and ``mlx-gpu`` (Metal on Apple silicon, CUDA on NVIDIA).
+
+MLX's layout is the harness's own, so no translation is needed: input ``(N, *S, C_in)``, weight
+``(C_out, *K, C_in/g)`` for both ``conv*`` and ``conv_transpose*``. MLX's conv ops take no bias;
+the adapter adds it after the convolution, as ``mlx.nn.Conv1d`` does.
+
+MLX's CUDA backend caches one cuDNN plan per conv shape and raises once the cache is full, so
+``MLX_CUDA_CONV_CACHE_SIZE`` is raised (unless already set) before MLX is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from conformance.backends.base import Availability, Backend
+from conformance.case import Case
+from conformance.inputs import Inputs
+
+CONV_CACHE_SIZE = "1000000"
+
+
+def _import_mlx():
+    os.environ.setdefault("MLX_CUDA_CONV_CACHE_SIZE", CONV_CACHE_SIZE)
+    import mlx.core as mx
+
+    return mx
+
+
+def _gpu_kind(mx) -> str | None:
+    if getattr(mx, "metal", None) is not None and mx.metal.is_available():
+        return "Metal"
+    if getattr(mx, "cuda", None) is not None and mx.cuda.is_available():
+        return "CUDA"
+    return None
+
+
+class MLXBackend(Backend):
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.name = f"mlx-{device}"
+        self.description = f"mlx.core conv ops on the {device.upper()} stream"
+
+    def probe(self) -> Availability:
+        try:
+            mx = _import_mlx()
+        except ImportError as exc:
+            return Availability(False, f"MLX is not installed ({exc})")
+        versions = {"mlx": mx.__version__}
+        if self.device == "gpu":
+            kind = _gpu_kind(mx)
+            if kind is None:
+                return Availability(False, "MLX has no GPU backend here (needs Metal or CUDA)", versions)
+            return Availability(True, f"MLX GPU ({kind})", versions)
+        return Availability(True, "MLX CPU backend", versions)
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        if case.ndim == 3 and case.groups > 1:
+            return "MLX supports groups != 1 only in 1-D and 2-D convolutions"
+        return None
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        mx = _import_mlx()
+        stream = mx.gpu if self.device == "gpu" else mx.cpu
+        dt = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}[case.dtype]
+        x = mx.array(inputs.x).astype(dt)
+        w = mx.array(inputs.w).astype(dt)
+        kw = case.params()
+        if case.ndim == 1:  # mlx's 1-D ops take ints, not 1-tuples
+            kw = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kw.items()}
+        y = getattr(mx, case.op)(x, w, stream=stream, **kw)
+        if inputs.bias is not None:
+            y = mx.add(y, mx.array(inputs.bias).astype(dt), stream=stream)
+        y = y.astype(mx.float32, stream=stream)
+        mx.eval(y)
+        return np.array(y)

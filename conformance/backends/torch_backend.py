@@ -1,0 +1,96 @@
+"""PyTorch adapters: ``torch-cpu``, ``torch-cuda``, ``torch-mps`` (``torch.nn.functional``).
+
+Layout translation, done here once:
+
+* input ``(N, *S, C_in)`` -> ``(N, C_in, *S)``; output back the other way;
+* forward weight ``(C_out, *K, C_in/g)`` -> ``(C_out, C_in/g, *K)``;
+* transposed weight ``(C_out, *K, C_in/g)`` -> ``(C_in, C_out/g, *K)``, where PyTorch's
+  ``weight[g*C_in_g + ci, co, *k]`` is our ``w[g*C_out_g + co, *k, ci]``.
+
+On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is built with
+``allow_tf32=True`` (``--tf32`` on the command line), so the default run checks strict float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conformance.backends.base import (
+    Availability,
+    Backend,
+    LayoutError,
+    channels_first,
+    channels_last,
+)
+from conformance.case import Case
+from conformance.inputs import Inputs
+
+
+def torch_weight(case: Case, w: np.ndarray) -> np.ndarray:
+    """Our MLX-layout weight in PyTorch's layout for ``case.op``."""
+    if not case.transposed:
+        return channels_first(w)
+    g = case.groups
+    c_out, *kernel, c_in_g = w.shape
+    if g < 1 or c_out % g:
+        raise LayoutError(
+            f"groups ({g}) must divide output channels ({c_out}): PyTorch's transposed weight "
+            f"(C_in, C_out/groups, *K) cannot express this case"
+        )
+    wg = w.reshape(g, c_out // g, *kernel, c_in_g)
+    wg = np.moveaxis(wg, -1, 1)  # (G, C_in_g, C_out_g, *K)
+    return np.ascontiguousarray(wg.reshape(g * c_in_g, c_out // g, *kernel))
+
+
+class TorchBackend(Backend):
+    def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
+        self.device = device
+        self.allow_tf32 = allow_tf32
+        self.name = f"torch-{device}"
+        self.description = f"torch.nn.functional on {device}" + (" (TF32 allowed)" if allow_tf32 else "")
+
+    def probe(self) -> Availability:
+        try:
+            import torch
+        except ImportError as exc:
+            return Availability(False, f"PyTorch is not installed ({exc})")
+        versions = {"torch": torch.__version__}
+        if self.device == "cuda":
+            if not torch.cuda.is_available():
+                return Availability(False, "PyTorch has no CUDA device here", versions)
+            versions["cuda"] = str(torch.version.cuda)
+            versions["cudnn"] = str(torch.backends.cudnn.version())
+            detail = f"{torch.cuda.get_device_name(0)}, TF32 {'on' if self.allow_tf32 else 'off'}"
+            return Availability(True, detail, versions)
+        if self.device == "mps":
+            if not torch.backends.mps.is_available():
+                return Availability(False, "PyTorch has no MPS device here (Apple silicon only)", versions)
+            return Availability(True, "Apple MPS", versions)
+        return Availability(True, f"CPU, {torch.get_num_threads()} threads", versions)
+
+    def _torch_dtype(self, dtype: str):
+        import torch
+
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        if self.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
+            torch.backends.cudnn.allow_tf32 = self.allow_tf32
+        dt = self._torch_dtype(case.dtype)
+
+        def to_torch(a: np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=dt)
+
+        x = to_torch(channels_first(inputs.x))
+        w = to_torch(torch_weight(case, inputs.w))
+        b = None if inputs.bias is None else to_torch(inputs.bias)
+        fn = getattr(F, case.op)
+        with torch.no_grad():
+            y = fn(x, w, b, **case.params())
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        return channels_last(y.to(device="cpu", dtype=torch.float32).numpy())

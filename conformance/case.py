@@ -1,0 +1,281 @@
+"""The case model: one frozen :class:`Case` and its compact, round-tripping id.
+
+Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
+
+    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-seedR]
+
+* ``OP`` is one of :data:`OPS`; it fixes the number of spatial dimensions.
+* ``s`` spatial size, ``k`` kernel, ``st`` stride, ``p`` padding, ``d`` dilation, ``op`` output
+  padding (transposed ops only), ``g`` groups. A list whose entries are all equal is written once
+  (``k3`` is 3x3x3 in 3-D).
+* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0) are never written, so every case has exactly one
+  printed spelling and ``format_id(parse_id(s)) == s`` for every printed id. The parser also takes
+  uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``) and prints them canonically.
+* Negative numbers (only invalid cases have them) are written ``m1`` for -1.
+* ``DTYPE`` is ``f32``, ``f16`` or ``bf16``.
+
+Ids use only ``[a-z0-9_x-]``: they are valid pytest ids and ``pytest -k conv_transpose3d`` selects
+by op (no op name is a substring of another).
+
+Example: ``conv_transpose3d-n2-c8x16-s5-k3-st2x1x2-p1-op1-f32``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from conformance.dtypes import FROM_SHORT, SHORT, check_dtype
+
+#: op name -> (spatial dims, transposed)
+OPS: dict[str, tuple[int, bool]] = {
+    "conv1d": (1, False),
+    "conv2d": (2, False),
+    "conv3d": (3, False),
+    "conv_transpose1d": (1, True),
+    "conv_transpose2d": (2, True),
+    "conv_transpose3d": (3, True),
+}
+
+
+def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * ndim
+    items = tuple(value)  # type: ignore[arg-type]
+    if len(items) != ndim or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
+        raise ValueError(f"Case.{name} must be an int or {ndim} ints, got {value!r}")
+    return items
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance case: an op, its shapes and parameters, a dtype and an input seed.
+
+    Numeric parameters are not range-checked here, so invalid cases (stride 0, output padding too
+    large, ...) can be represented and sent to every backend; the reference decides validity.
+    """
+
+    op: str
+    batch: int
+    in_channels: int
+    out_channels: int
+    spatial: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...] = field(default=())
+    padding: tuple[int, ...] = field(default=())
+    dilation: tuple[int, ...] = field(default=())
+    output_padding: tuple[int, ...] = field(default=())
+    groups: int = 1
+    dtype: str = "float32"
+    bias: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ValueError(f"Case.op must be one of {', '.join(OPS)}, got {self.op!r}")
+        nd = self.ndim
+        defaults = {"stride": 1, "padding": 0, "dilation": 1, "output_padding": 0}
+        for name in ("spatial", "kernel", "stride", "padding", "dilation", "output_padding"):
+            value = getattr(self, name)
+            if value == ():
+                value = defaults[name]
+            object.__setattr__(self, name, _tuple(name, value, nd))
+        for name in ("batch", "in_channels", "out_channels", "groups", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"Case.{name} must be an int, got {value!r}")
+        if self.seed < 0:
+            raise ValueError(f"Case.seed must be >= 0, got {self.seed}")
+        check_dtype(self.dtype)
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"Case.bias must be a bool, got {self.bias!r}")
+
+    @property
+    def ndim(self) -> int:
+        return OPS[self.op][0]
+
+    @property
+    def transposed(self) -> bool:
+        return OPS[self.op][1]
+
+    @property
+    def id(self) -> str:
+        return format_id(self)
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def x_shape(self) -> tuple[int, ...]:
+        """Input shape, MLX layout: (N, *spatial, C_in)."""
+        return (self.batch, *self.spatial, self.in_channels)
+
+    @property
+    def w_shape(self) -> tuple[int, ...]:
+        """Weight shape, MLX layout: (C_out, *kernel, C_in / groups).
+
+        When ``groups`` does not divide the input channels (an invalid case) the last dimension
+        is ``C_in // groups``, which is what a user's mistaken weight would look like.
+        """
+        c_in_g = self.in_channels // self.groups if self.groups >= 1 else self.in_channels
+        return (self.out_channels, *self.kernel, c_in_g)
+
+    @property
+    def bias_shape(self) -> tuple[int, ...] | None:
+        return (self.out_channels,) if self.bias else None
+
+    def params(self) -> dict[str, object]:
+        """Keyword arguments of the reference op (and of MLX/PyTorch, modulo layout)."""
+        kw: dict[str, object] = {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+        if self.transposed:
+            kw["output_padding"] = self.output_padding
+        return kw
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Case:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Case: unknown field(s) {', '.join(sorted(unknown))}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        try:
+            return cls(**kwargs)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ValueError(f"Case: {exc}") from None
+
+
+# --- id formatting and parsing ------------------------------------------------------------------
+
+_TOKEN_ORDER = ("n", "c", "s", "k", "st", "p", "d", "op", "g")
+_DEFAULTS = {"st": 1, "p": 0, "d": 1, "op": 0, "g": 1}
+_NUM = r"m?\d+"
+_TOKEN_RE = re.compile(rf"^(st|op|seed|n|c|s|k|p|d|g)({_NUM}(?:x{_NUM})*)$")
+
+
+def _fmt_int(v: int) -> str:
+    return f"m{-v}" if v < 0 else str(v)
+
+
+def _fmt_list(values: tuple[int, ...], collapse: bool = True) -> str:
+    if collapse and len(set(values)) == 1:
+        return _fmt_int(values[0])
+    return "x".join(_fmt_int(v) for v in values)
+
+
+def format_id(case: Case) -> str:
+    fields = {
+        "n": (case.batch,),
+        "c": (case.in_channels, case.out_channels),
+        "s": case.spatial,
+        "k": case.kernel,
+        "st": case.stride,
+        "p": case.padding,
+        "d": case.dilation,
+        "op": case.output_padding,
+        "g": (case.groups,),
+    }
+    parts = [case.op]
+    for name in _TOKEN_ORDER:
+        values = fields[name]
+        if name in _DEFAULTS and all(v == _DEFAULTS[name] for v in values):
+            continue
+        parts.append(name + _fmt_list(values, collapse=name != "c"))
+    if case.bias:
+        parts.append("bias")
+    parts.append(SHORT[case.dtype])
+    if case.seed:
+        parts.append(f"seed{case.seed}")
+    return "-".join(parts)
+
+
+def _parse_ints(text: str) -> tuple[int, ...]:
+    return tuple(-int(t[1:]) if t.startswith("m") else int(t) for t in text.split("x"))
+
+
+def parse_id(text: str) -> Case:
+    """Parse a case id; raise ``ValueError`` naming the offending token."""
+    parts = text.strip().split("-")
+    op = parts[0]
+    if op not in OPS:
+        raise ValueError(f"case id {text!r}: unknown op {op!r} (expected one of {', '.join(OPS)})")
+    nd = OPS[op][0]
+    values: dict[str, tuple[int, ...]] = {}
+    bias = False
+    dtype = None
+    seed = 0
+    order = {name: i for i, name in enumerate(_TOKEN_ORDER)}
+    last = -1
+    for tok in parts[1:]:
+        if tok in FROM_SHORT:
+            if dtype is not None:
+                raise ValueError(f"case id {text!r}: dtype given twice")
+            dtype = FROM_SHORT[tok]
+            continue
+        if tok == "bias":
+            bias = True
+            continue
+        m = _TOKEN_RE.match(tok)
+        if not m:
+            raise ValueError(f"case id {text!r}: cannot parse token {tok!r}")
+        name, nums = m.group(1), _parse_ints(m.group(2))
+        if name == "seed":
+            seed = nums[0]
+            continue
+        if dtype is not None or bias:
+            raise ValueError(f"case id {text!r}: token {tok!r} must come before bias and dtype")
+        if name in values:
+            raise ValueError(f"case id {text!r}: field {name!r} given twice")
+        if order[name] < last:
+            raise ValueError(f"case id {text!r}: field {name!r} out of order")
+        last = order[name]
+        values[name] = nums
+    missing = [n for n in ("n", "c", "s", "k") if n not in values]
+    if missing:
+        raise ValueError(f"case id {text!r}: missing field(s) {', '.join(missing)}")
+    if dtype is None:
+        raise ValueError(f"case id {text!r}: missing dtype (f32, f16 or bf16)")
+    if len(values["c"]) != 2:
+        raise ValueError(f"case id {text!r}: channels must be written cINxOUT")
+    if "op" in values and not OPS[op][1]:
+        raise ValueError(f"case id {text!r}: output padding (op) only applies to transposed ops")
+
+    def dims(name: str, default: int) -> tuple[int, ...]:
+        v = values.get(name, (default,))
+        if len(v) == 1:
+            return v * nd
+        if len(v) != nd:
+            raise ValueError(f"case id {text!r}: {name} needs 1 or {nd} values, got {len(v)}")
+        return v
+
+    for single in ("n", "g"):
+        if single in values and len(values[single]) != 1:
+            raise ValueError(f"case id {text!r}: {single} takes one value")
+    case = Case(
+        op=op,
+        batch=values["n"][0],
+        in_channels=values["c"][0],
+        out_channels=values["c"][1],
+        spatial=dims("s", 1),
+        kernel=dims("k", 1),
+        stride=dims("st", 1),
+        padding=dims("p", 0),
+        dilation=dims("d", 1),
+        output_padding=dims("op", 0),
+        groups=values.get("g", (1,))[0],
+        dtype=dtype,
+        bias=bias,
+        seed=seed,
+    )
+    return case

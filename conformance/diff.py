@@ -1,0 +1,343 @@
+"""The diff engine: judge one backend output against the reference and describe the difference.
+
+Tolerance is per element, from the reference's error-bound inputs, not a fixed rtol::
+
+    bound = c * u_acc * terms * sum|x||w|          (accumulation, Higham's gamma_n bound)
+          + u_out * (|want| + [bias] * sum|x||w|)  (rounding of the output; one more when a bias
+                                                    is added as a separate op, as MLX does)
+          + half the smallest subnormal of the dtype (rounding near zero)
+
+* ``terms``: the number of products (plus one for the bias) that feed the element;
+  ``sum|x||w|``: the sum of their absolute values (plus ``|bias|``). Both come from the reference.
+* ``u_acc``: unit roundoff of the accumulation precision a backend must meet. Default float32
+  for every case dtype: float16/bfloat16 inputs are expected to accumulate in float32, as MLX,
+  PyTorch and cuDNN do.
+* ``u_out``: unit roundoff of the case dtype (2**-24 float32, 2**-11 float16, 2**-8 bfloat16).
+* ``c``: :attr:`Tolerance.factor`, default 1.0. With c = 1 the bound is a proven worst case for
+  any summation order of the products in ``u_acc`` arithmetic; algorithms outside that model
+  (Winograd, FFT) may need a larger c, which must be asked for explicitly.
+
+Besides the verdict it reports abs/rel/ULP errors, error over bound, the elements over tolerance,
+the worst element by logical index, the spatial/channel pattern of failures, and whether the error
+profile fits a known lower-precision cause (TF32, float16 or bfloat16 accumulation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from conformance.case import Case
+from conformance.dtypes import UNDERFLOW_HALF_STEP, UNIT_ROUNDOFF, round_to, ulp_distance
+from reference.core import ConvResult
+
+PASS = "pass"
+SHAPE_MISMATCH = "shape-mismatch"
+DTYPE_MISMATCH = "dtype-mismatch"
+VALUE_MISMATCH = "value-mismatch"
+NAN_INF_MISMATCH = "nan-inf-mismatch"
+RAISED = "raised"
+BOTH_REJECTED = "both-rejected"
+ACCEPTED_INVALID = "accepted-invalid"
+UNSUPPORTED = "unsupported"
+CRASHED = "crashed"
+TIMEOUT = "timeout"
+
+#: Every verdict, and whether it counts as a failure of the backend.
+VERDICTS: dict[str, bool] = {
+    PASS: False,
+    SHAPE_MISMATCH: True,
+    DTYPE_MISMATCH: True,
+    VALUE_MISMATCH: True,
+    NAN_INF_MISMATCH: True,
+    RAISED: True,
+    BOTH_REJECTED: False,
+    ACCEPTED_INVALID: True,
+    UNSUPPORTED: False,
+    CRASHED: True,
+    TIMEOUT: True,
+}
+
+
+def is_failure(verdict: str) -> bool:
+    return VERDICTS[verdict]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The knobs of the error bound (see the module docstring)."""
+
+    factor: float = 1.0
+    accumulation: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.factor > 0:
+            raise ValueError(f"tolerance factor must be > 0, got {self.factor}")
+        if self.accumulation not in UNIT_ROUNDOFF:
+            raise ValueError(
+                f"tolerance accumulation must be one of {', '.join(UNIT_ROUNDOFF)}, "
+                f"got {self.accumulation!r}"
+            )
+
+
+def error_bound(case: Case, ref: ConvResult, tol: Tolerance) -> np.ndarray:
+    """Per-element bound on |got - want| for a conforming backend."""
+    assert ref.abs_sum is not None and ref.terms is not None
+    u_acc = UNIT_ROUNDOFF[tol.accumulation]
+    u_out = UNIT_ROUNDOFF[case.dtype]
+    accumulation = tol.factor * u_acc * ref.terms * ref.abs_sum
+    rounding = u_out * (np.abs(ref.out) + (ref.abs_sum if case.bias else 0.0))
+    return accumulation + rounding + UNDERFLOW_HALF_STEP[case.dtype]
+
+
+@dataclass(frozen=True)
+class WorstElement:
+    """The element with the largest error over bound, by logical index (MLX layout)."""
+
+    batch: int
+    position: tuple[int, ...]
+    channel: int
+    got: float
+    want: float
+    abs_error: float
+    bound: float
+    ulp: int
+
+
+@dataclass(frozen=True)
+class DiffMetrics:
+    elements: int
+    max_abs_error: float
+    max_rel_error: float | None
+    max_ulp: int
+    max_error_over_bound: float
+    over_tolerance: int
+    over_fraction: float
+    worst: WorstElement | None
+    pattern: str | None = None
+    precision_hint: str | None = None
+    #: For failing outputs: |err| / bound on a 2-D slice through the worst element (max-pooled to
+    #: at most ERROR_MAP_MAX per side), rows x columns as named by ``error_map_axes``.
+    error_map: list[list[float]] | None = None
+    error_map_axes: tuple[str, str] | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        if self.worst is not None:
+            d["worst"]["position"] = list(self.worst.position)
+        if self.error_map_axes is not None:
+            d["error_map_axes"] = list(self.error_map_axes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> DiffMetrics:
+        d = dict(d)
+        worst = d.get("worst")
+        if worst is not None:
+            w = dict(worst)  # type: ignore[arg-type]
+            w["position"] = tuple(w["position"])
+            d["worst"] = WorstElement(**w)
+        if d.get("error_map_axes") is not None:
+            d["error_map_axes"] = tuple(d["error_map_axes"])  # type: ignore[arg-type]
+        return cls(**d)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Diff:
+    verdict: str
+    metrics: DiffMetrics | None = None
+    detail: str = ""
+
+
+def _worst(case: Case, got: np.ndarray, want: np.ndarray, err: np.ndarray, bound: np.ndarray,
+           ulp: np.ndarray) -> WorstElement | None:
+    if err.size == 0:
+        return None
+    ratio = err / bound
+    flat = int(np.argmax(ratio))
+    idx = np.unravel_index(flat, err.shape)
+    return WorstElement(
+        batch=int(idx[0]),
+        position=tuple(int(i) for i in idx[1:-1]),
+        channel=int(idx[-1]),
+        got=float(got[idx]),
+        want=float(want[idx]),
+        abs_error=float(err[idx]),
+        bound=float(bound[idx]),
+        ulp=int(ulp[idx]),
+    )
+
+
+ERROR_MAP_MAX = 48
+
+
+def _max_pool(a: np.ndarray, limit: int) -> np.ndarray:
+    for axis in (0, 1):
+        n = a.shape[axis]
+        if n > limit:
+            step = -(-n // limit)
+            pad = step * (-(-n // step)) - n
+            widths = [(0, 0), (0, 0)]
+            widths[axis] = (0, pad)
+            a = np.pad(a, widths)
+            shape = list(a.shape)
+            shape[axis : axis + 1] = [shape[axis] // step, step]
+            a = a.reshape(shape).max(axis=axis + 1)
+    return a
+
+
+def error_map(ratio: np.ndarray, worst: WorstElement) -> tuple[list[list[float]], tuple[str, str]]:
+    """A 2-D slice of ``ratio`` (err / bound) through the worst element, for heatmaps.
+
+    1-D ops: position x channel at the worst batch. 2-D: H x W at the worst batch and channel.
+    3-D: H x W at the worst batch, depth and channel.
+    """
+    nd = ratio.ndim - 2
+    b, c, pos = worst.batch, worst.channel, worst.position
+    if nd == 1:
+        sl, axes = ratio[b], ("position", "channel")
+    elif nd == 2:
+        sl, axes = ratio[b, :, :, c], ("row (H)", "column (W)")
+    else:
+        sl, axes = ratio[b, pos[0], :, :, c], (f"row (H) at depth {pos[0]}", "column (W)")
+    pooled = _max_pool(np.asarray(sl, np.float64), ERROR_MAP_MAX)
+    pooled = np.where(np.isfinite(pooled), pooled, 1e300)
+    return [[float(f"{v:.4g}") for v in row] for row in pooled], axes
+
+
+def describe_pattern(case: Case, over: np.ndarray) -> str | None:
+    """Where the elements over tolerance sit: batches, channels/groups, edges, stride phases."""
+    if not over.any():
+        return None
+    if over.all():
+        return "every element is over tolerance"
+    coords = np.nonzero(over)
+    notes: list[str] = []
+    n, *out_sp, c_out = over.shape
+    batches = np.unique(coords[0])
+    if len(batches) < n:
+        notes.append(f"only batch {_short_list(batches)}")
+    channels = np.unique(coords[-1])
+    if len(channels) < c_out:
+        if case.groups > 1 and c_out % case.groups == 0:
+            groups = np.unique(channels // (c_out // case.groups))
+            if len(groups) < case.groups:
+                notes.append(f"only group {_short_list(groups)} of {case.groups}")
+        notes.append(f"only output channels {_short_list(channels)} of {c_out}")
+    for axis, size in enumerate(out_sp):
+        pos = coords[1 + axis]
+        lo, hi = int(pos.min()), int(pos.max())
+        if lo > 0 and hi == size - 1:
+            notes.append(f"only the last {size - lo} of {size} positions along spatial axis {axis}")
+        elif hi < size - 1 and lo == 0:
+            notes.append(f"only the first {hi + 1} of {size} positions along spatial axis {axis}")
+        s = case.stride[axis]
+        if s > 1 and size >= s:
+            phases = np.unique(pos % s)
+            if len(phases) < s:
+                notes.append(
+                    f"only positions = {_short_list(phases)} (mod stride {s}) along spatial axis {axis}"
+                )
+    frac = over.mean()
+    head = f"{frac:.1%} of elements over tolerance"
+    return head + ("; " + "; ".join(notes) if notes else ", spread over the output")
+
+
+def _short_list(values: np.ndarray, limit: int = 8) -> str:
+    items = [str(int(v)) for v in values[:limit]]
+    return ", ".join(items) + (", ..." if len(values) > limit else "")
+
+
+def precision_hint(case: Case, err: np.ndarray, ref: ConvResult, tol: Tolerance) -> str | None:
+    """Name the first lower-precision arithmetic whose error bound covers every element."""
+    assert ref.abs_sum is not None and ref.terms is not None
+    s, n = ref.abs_sum, ref.terms
+    u32 = UNIT_ROUNDOFF["float32"]
+    u16 = UNIT_ROUNDOFF["float16"]
+    ubf = UNIT_ROUNDOFF["bfloat16"]
+    utf = UNIT_ROUNDOFF["tfloat32"]
+    candidates: list[tuple[str, np.ndarray]] = []
+    if case.dtype == "float32":
+        candidates += [
+            ("TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)", (2 * utf + n * u32) * s),
+            ("bfloat16-rounded inputs with float32 accumulation", (2 * ubf + n * u32) * s),
+            ("float16 accumulation", n * u16 * s),
+            ("bfloat16 accumulation", n * ubf * s),
+        ]
+    elif case.dtype == "float16":
+        candidates.append(("float16 accumulation", n * u16 * s))
+    else:
+        candidates.append(("bfloat16 accumulation", n * ubf * s))
+    base = error_bound(case, ref, Tolerance(tol.factor, "float64"))
+    for name, extra in candidates:
+        if np.all(err <= tol.factor * extra + base):
+            return f"error profile is consistent with {name}"
+    return None
+
+
+def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Tolerance()) -> Diff:
+    """Judge ``got`` (MLX layout, values of the case dtype) against the reference result."""
+    got = np.asarray(got)
+    want = ref.out
+    if got.shape != want.shape:
+        return Diff(
+            SHAPE_MISMATCH,
+            detail=f"shape {tuple(got.shape)} but the reference has {tuple(want.shape)}",
+        )
+    if got.dtype.kind != "f":
+        return Diff(DTYPE_MISMATCH, detail=f"output has NumPy dtype {got.dtype}, not a float type")
+    got64 = got.astype(np.float64)
+    finite_got = got64[np.isfinite(got64)]
+    off_grid = int(np.count_nonzero(round_to(finite_got, case.dtype) != finite_got))
+    if off_grid:
+        return Diff(
+            DTYPE_MISMATCH,
+            detail=f"{off_grid} output value(s) are not representable in {case.dtype}: "
+            f"the backend did not produce {case.dtype} output",
+        )
+    want_rounded = round_to(want, case.dtype).astype(np.float64)  # may overflow to inf
+    bad_got = ~np.isfinite(got64)
+    bad_want = ~np.isfinite(want_rounded)
+    mismatch = (bad_got != bad_want) | (
+        bad_got & bad_want & (np.isnan(got64) | (np.sign(got64) != np.sign(want_rounded)))
+    )
+    finite = ~bad_got & ~bad_want
+    bound = error_bound(case, ref, tol)
+    err = np.where(finite, np.abs(got64 - want), 0.0)
+    ulp = np.zeros(err.shape, np.int64)
+    ulp[finite] = ulp_distance(got64[finite], want[finite], case.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(finite & (want != 0), err / np.abs(want), 0.0)
+    over = (err > bound) | mismatch
+    any_nonzero = bool(np.any(finite & (want != 0)))
+    ratio = np.where(mismatch, np.inf, err / bound)
+    worst = _worst(case, got64, want, np.where(mismatch, np.inf, err), bound, ulp)
+    emap, eaxes = error_map(ratio, worst) if over.any() and worst is not None else (None, None)
+    metrics = DiffMetrics(
+        elements=int(err.size),
+        max_abs_error=float(err.max(initial=0.0)),
+        max_rel_error=float(rel.max(initial=0.0)) if any_nonzero else None,
+        max_ulp=int(ulp.max(initial=0)),
+        max_error_over_bound=float((err / bound).max(initial=0.0)),
+        over_tolerance=int(over.sum()),
+        over_fraction=float(over.mean()) if over.size else 0.0,
+        worst=worst,
+        pattern=describe_pattern(case, over),
+        precision_hint=(
+            precision_hint(case, err, ref, tol) if over.any() and not mismatch.any() else None
+        ),
+        error_map=emap,
+        error_map_axes=eaxes,
+    )
+    if mismatch.any():
+        where = np.argwhere(mismatch)[0]
+        return Diff(
+            NAN_INF_MISMATCH,
+            metrics,
+            f"{int(mismatch.sum())} element(s) non-finite in only one of got/want; first at "
+            f"{tuple(int(i) for i in where)}: got {got64[tuple(where)]}, want {want_rounded[tuple(where)]}",
+        )
+    if over.any():
+        return Diff(VALUE_MISMATCH, metrics, f"{metrics.over_tolerance} element(s) over tolerance")
+    return Diff(PASS, metrics)

@@ -1,0 +1,91 @@
+"""The case dtypes: rounding to them, their unit roundoff, and ULP distance within them.
+
+Values of every dtype are carried in float32 arrays (float16 and bfloat16 values are exact in
+float32), so NumPy needs no bfloat16 type; adapters convert to the backend's native dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
+SHORT: dict[str, str] = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+FROM_SHORT: dict[str, str] = {v: k for k, v in SHORT.items()}
+
+#: Unit roundoff u = 2**-(mantissa bits + 1): |fl(v) - v| <= u |v| for normal results.
+UNIT_ROUNDOFF: dict[str, float] = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "tfloat32": 2.0**-11,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+
+#: Half the smallest positive subnormal: the absolute rounding error near zero.
+UNDERFLOW_HALF_STEP: dict[str, float] = {
+    "float32": 2.0**-150,
+    "float16": 2.0**-25,
+    "bfloat16": 2.0**-134,
+}
+
+
+def check_dtype(dtype: str) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return dtype
+
+
+def _round_bfloat16(x32: np.ndarray) -> np.ndarray:
+    """Round float32 to bfloat16 (round to nearest even), returned as float32."""
+    bits = np.ascontiguousarray(x32, np.float32).view(np.uint32).astype(np.uint64)
+    nan = np.isnan(x32)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    out = (rounded & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+    return np.where(nan, np.float32(np.nan), out)
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Round ``values`` to ``dtype`` once (nearest even); the result is a float32 array."""
+    check_dtype(dtype)
+    v = np.asarray(values)
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            return v.astype(np.float16).astype(np.float32)
+    if dtype == "bfloat16":
+        # float64 -> float32 -> bfloat16 can double-round. Round to float32 by round-to-odd
+        # (truncate, then set the last bit if inexact), which makes the second rounding exact.
+        v64 = v.astype(np.float64)
+        v32 = v64.astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            inexact = np.isfinite(v32) & (v32.astype(np.float64) != v64)
+            overshoot = inexact & (np.abs(v32.astype(np.float64)) > np.abs(v64))
+        bits = v32.view(np.uint32)
+        bits = np.where(overshoot, bits - np.uint32(1), bits)
+        bits = np.where(inexact, bits | np.uint32(1), bits)
+        v32 = bits.astype(np.uint32).view(np.float32)
+        return _round_bfloat16(v32)
+    return v.astype(np.float32)
+
+
+def _ordered_bits(values32: np.ndarray, dtype: str) -> np.ndarray:
+    """Map values (exact in ``dtype``) to integers whose difference counts ULPs in ``dtype``."""
+    if dtype == "float16":
+        raw = values32.astype(np.float16).view(np.int16).astype(np.int64)
+        sign_bit = 1 << 15
+    elif dtype == "bfloat16":
+        raw = (values32.astype(np.float32).view(np.uint32) >> 16).astype(np.int64)
+        raw = np.where(raw >= 1 << 15, raw - (1 << 16), raw)
+        sign_bit = 1 << 15
+    else:
+        raw = values32.astype(np.float32).view(np.int32).astype(np.int64)
+        sign_bit = 1 << 31
+    # Negative floats: two's-complement ordering is reversed; fold them below zero.
+    return np.where(raw < 0, -(raw + sign_bit), raw)
+
+
+def ulp_distance(got: np.ndarray, want: np.ndarray, dtype: str) -> np.ndarray:
+    """Per-element distance in units in the last place of ``dtype`` between ``got`` and the
+    correctly rounded ``want``; finite inputs only (callers mask NaN/Inf first)."""
+    g = round_to(got, dtype)
+    w = round_to(want, dtype)
+    return np.abs(_ordered_bits(g, dtype) - _ordered_bits(w, dtype))

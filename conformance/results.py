@@ -1,0 +1,211 @@
+"""The results file: one JSON document per run, the input of reports and comparisons.
+
+Schema ``convcheck-results/1``::
+
+    {
+      "schema": "convcheck-results/1",
+      "created": "2026-11-23T20:30:00+00:00",     # UTC, ISO 8601
+      "environment": {"os": ..., "machine": ..., "cpu": ..., "python": ...,
+                      "versions": {"numpy": ..., "mlx": ..., "torch": ..., "convcheck": ...},
+                      "git_commit": ... or null},
+      "settings": {"seed": int, "profile": str, "max_examples": int, "ops": [...],
+                   "dtypes": [...], "tolerance": {"factor": float, "accumulation": str},
+                   "command": str, "seconds": float},
+      "backends": [{"name": ..., "description": ..., "available": bool, "detail": ...,
+                    "versions": {...}}],
+      "records": [Record.to_dict(), ...]   # see conformance.runner.Record
+    }
+
+Reading checks the schema and names the field that is wrong; nothing is evaluated or unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from conformance.backends import Backend
+from conformance.diff import VERDICTS, DiffMetrics
+from conformance.runner import Record
+
+SCHEMA = "convcheck-results/1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, object]:
+    versions = {d: _version(d) for d in ("numpy", "hypothesis", "mlx", "torch")}
+    versions["convcheck"] = _version("convcheck")
+    return {
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git_commit": _git_commit(),
+    }
+
+
+def json_safe(obj: object) -> object:
+    """Replace non-finite floats (strict JSON has none) by the strings "nan", "inf", "-inf"."""
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return "nan" if np.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_restore(obj: object) -> object:
+    """Inverse of :func:`json_safe` for the metric values of a record."""
+    if isinstance(obj, str) and obj in ("nan", "inf", "-inf"):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: json_restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_restore(v) for v in obj]
+    return obj
+
+
+def backend_entry(b: Backend) -> dict[str, object]:
+    a = b.availability
+    return {
+        "name": b.name,
+        "description": b.description,
+        "available": a.available,
+        "detail": a.detail,
+        "versions": dict(a.versions),
+    }
+
+
+@dataclass
+class RunResults:
+    settings: dict[str, object]
+    backends: list[dict[str, object]]
+    records: list[Record] = field(default_factory=list)
+    environment: dict[str, object] = field(default_factory=environment)
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "schema": SCHEMA,
+            "created": self.created,
+            "environment": self.environment,
+            "settings": self.settings,
+            "backends": self.backends,
+            "records": [json_safe(r.to_dict()) for r in self.records],
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def read(cls, path: Path) -> RunResults:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: cannot read results JSON: {exc}") from None
+        return cls.from_json(data, source=str(path))
+
+    @classmethod
+    def from_json(cls, data: object, source: str = "results") -> RunResults:
+        def need(obj: object, key: str, kind: type | tuple[type, ...], where: str) -> object:
+            if not isinstance(obj, dict) or key not in obj:
+                raise ValueError(f"{source}: {where} is missing field '{key}'")
+            value = obj[key]
+            if not isinstance(value, kind):
+                raise ValueError(f"{source}: {where}.{key} has the wrong type ({type(value).__name__})")
+            return value
+
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: top level must be an object")
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"{source}: field 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}")
+        created = need(data, "created", str, "results")
+        env = need(data, "environment", dict, "results")
+        settings = need(data, "settings", dict, "results")
+        backends = need(data, "backends", list, "results")
+        for i, b in enumerate(backends):  # type: ignore[union-attr]
+            need(b, "name", str, f"backends[{i}]")
+            need(b, "available", bool, f"backends[{i}]")
+        records = []
+        for i, r in enumerate(need(data, "records", list, "results")):  # type: ignore[union-attr]
+            where = f"records[{i}]"
+            verdict = need(r, "verdict", str, where)
+            if verdict not in VERDICTS:
+                raise ValueError(f"{source}: {where}.verdict is not a known verdict: {verdict!r}")
+            metrics = r.get("metrics")
+            try:
+                m = None if metrics is None else DiffMetrics.from_dict(json_restore(metrics))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ValueError(f"{source}: {where}.metrics is malformed: {exc}") from None
+            records.append(
+                Record(
+                    case_id=need(r, "case_id", str, where),  # type: ignore[arg-type]
+                    backend=need(r, "backend", str, where),  # type: ignore[arg-type]
+                    verdict=verdict,  # type: ignore[arg-type]
+                    detail=str(r.get("detail") or ""),
+                    seconds=r.get("seconds"),
+                    error_type=r.get("error_type"),
+                    error_message=r.get("error_message"),
+                    reference_error=r.get("reference_error"),
+                    metrics=m,
+                    known_failure=r.get("known_failure"),
+                    fixed=bool(r.get("fixed", False)),
+                    case=dict(r.get("case") or {}),
+                )
+            )
+        return cls(settings, backends, records, env, created)  # type: ignore[arg-type]
+
+
+def counts(records: Iterable[Record]) -> dict[tuple[str, str], dict[str, int]]:
+    """(op, backend) -> verdict -> count; known failures are counted as ``known-failure``."""
+    table: dict[tuple[str, str], dict[str, int]] = {}
+    for r in records:
+        op = r.case_id.split("-", 1)[0]
+        cell = table.setdefault((op, r.backend), {})
+        key = "known-failure" if r.known_failure else r.verdict
+        cell[key] = cell.get(key, 0) + 1
+    return table

@@ -1,0 +1,162 @@
+"""The runner: one case through the reference once and then through every backend.
+
+Each backend gets one :class:`Record`. The reference result (with its error bound) is computed
+once per case and shared by all backends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from conformance import diff as D
+from conformance.backends import Backend
+from conformance.case import Case
+from conformance.diff import DiffMetrics, Tolerance
+from conformance.inputs import make_inputs, run_reference
+from conformance.known_failures import KnownFailures
+
+
+def replay_command(case_id: str, backend: str) -> str:
+    return f"python -m conformance replay {case_id} --backends {backend}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One case on one backend: the verdict and everything needed to act on it."""
+
+    case_id: str
+    backend: str
+    verdict: str
+    detail: str = ""
+    seconds: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    reference_error: str | None = None
+    metrics: DiffMetrics | None = None
+    known_failure: str | None = None
+    fixed: bool = False
+    case: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """A failure that is not covered by a known-failures entry."""
+        return D.is_failure(self.verdict) and self.known_failure is None
+
+    @property
+    def replay(self) -> str:
+        return replay_command(self.case_id, self.backend)
+
+    def summary(self) -> str:
+        """A multi-line, human-readable account of this record (used by pytest and the CLI)."""
+        lines = [f"{self.case_id} on {self.backend}: {self.verdict}"]
+        if self.detail:
+            lines.append(f"  {self.detail}")
+        if self.reference_error and self.verdict != D.BOTH_REJECTED:
+            lines.append(f"  reference rejected the case: {self.reference_error}")
+        m = self.metrics
+        if m is not None and D.is_failure(self.verdict):
+            rel = "n/a" if m.max_rel_error is None else f"{m.max_rel_error:.3g}"
+            lines.append(
+                f"  max abs err {m.max_abs_error:.3g}, max rel err {rel}, max ulp {m.max_ulp}, "
+                f"max err/bound {m.max_error_over_bound:.3g}, over tolerance {m.over_tolerance}"
+                f"/{m.elements} ({m.over_fraction:.1%})"
+            )
+            if m.worst is not None:
+                w = m.worst
+                lines.append(
+                    f"  worst: batch {w.batch}, position {w.position}, channel {w.channel}: "
+                    f"got {w.got:.8g}, want {w.want:.8g} (|err| {w.abs_error:.3g}, bound {w.bound:.3g})"
+                )
+            if m.pattern:
+                lines.append(f"  pattern: {m.pattern}")
+            if m.precision_hint:
+                lines.append(f"  hint: {m.precision_hint}")
+        if self.known_failure:
+            lines.append(f"  known failure: {self.known_failure}")
+        if self.fixed:
+            lines.append("  FIXED: listed as a known failure but passes now; remove the entry")
+        lines.append(f"  replay: {self.replay}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "case_id": self.case_id,
+            "backend": self.backend,
+            "verdict": self.verdict,
+            "detail": self.detail,
+            "seconds": self.seconds,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "reference_error": self.reference_error,
+            "metrics": None if self.metrics is None else self.metrics.to_dict(),
+            "known_failure": self.known_failure,
+            "fixed": self.fixed,
+            "case": self.case,
+            "replay": self.replay,
+        }
+
+
+class Runner:
+    def __init__(
+        self,
+        backends: Iterable[Backend],
+        *,
+        tolerance: Tolerance = Tolerance(),
+        known: KnownFailures | None = None,
+    ) -> None:
+        self.backends = [b for b in backends if b.availability.available]
+        self.tolerance = tolerance
+        self.known = known if known is not None else KnownFailures([])
+
+    def run_case(self, case: Case) -> list[Record]:
+        inputs = make_inputs(case)
+        try:
+            ref = run_reference(case, inputs)
+            ref_error = None
+        except ValueError as exc:
+            ref, ref_error = None, str(exc)
+        return [self._run_backend(case, inputs, ref, ref_error, b) for b in self.backends]
+
+    def run(self, cases: Iterable[Case]) -> Iterator[Record]:
+        for case in cases:
+            yield from self.run_case(case)
+
+    def _run_backend(self, case, inputs, ref, ref_error, backend: Backend) -> Record:
+        base = {"case_id": case.id, "backend": backend.name, "case": case.to_dict(),
+                "reference_error": ref_error}
+        reason = backend.unsupported_reason(case)
+        if reason is not None:
+            return Record(verdict=D.UNSUPPORTED, detail=reason, **base)
+        start = time.perf_counter()
+        try:
+            got = backend.run(case, inputs)
+        except Exception as exc:  # every backend error is data
+            seconds = time.perf_counter() - start
+            verdict = D.BOTH_REJECTED if ref_error else D.RAISED
+            message = str(exc).strip() or repr(exc)
+            rec = Record(verdict=verdict, detail=f"{type(exc).__name__}: {message}",
+                         seconds=seconds, error_type=type(exc).__name__,
+                         error_message=message, **base)
+            return self._with_known(rec)
+        seconds = time.perf_counter() - start
+        if ref_error is not None:
+            shape = getattr(got, "shape", None)
+            rec = Record(verdict=D.ACCEPTED_INVALID, seconds=seconds,
+                         detail=f"returned an output of shape {shape} for an invalid case", **base)
+            return self._with_known(rec)
+        result = D.compare(case, got, ref, self.tolerance)
+        rec = Record(verdict=result.verdict, detail=result.detail, seconds=seconds,
+                     metrics=result.metrics, **base)
+        return self._with_known(rec)
+
+    def _with_known(self, rec: Record) -> Record:
+        if D.is_failure(rec.verdict):
+            entry = self.known.lookup(rec.backend, rec.case_id, rec.verdict)
+            if entry is not None:
+                return replace(rec, known_failure=entry.reason)
+            return rec
+        if self.known.exact(rec.backend, rec.case_id) is not None:
+            return replace(rec, fixed=True)
+        return rec

@@ -1,0 +1,127 @@
+"""Hypothesis strategies for valid and invalid cases, one op at a time.
+
+Valid cases are built valid (kernel, stride and dilation first, then sizes that fit), never
+filtered. Sizes stay small so a default run is fast; :data:`SIZE_LIMITS` holds the caps per
+number of spatial dimensions. Invalid cases start from a valid one and break exactly one rule,
+named in :data:`INVALID_RULES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import strategies as st
+
+from conformance.case import OPS, Case
+from conformance.dtypes import DTYPES
+
+#: spatial dims -> (max spatial size beyond what the kernel needs, max kernel, max stride,
+#: max dilation, max padding)
+SIZE_LIMITS: dict[int, tuple[int, int, int, int, int]] = {
+    1: (10, 5, 4, 3, 3),
+    2: (6, 4, 3, 3, 2),
+    3: (4, 3, 3, 2, 2),
+}
+
+#: The rules an invalid case breaks (one each).
+INVALID_RULES = ("stride", "dilation", "padding", "output_padding", "groups", "output_size")
+
+
+@st.composite
+def valid_cases(
+    draw: st.DrawFn,
+    op: str,
+    dtypes: tuple[str, ...] = DTYPES,
+    bias: bool | None = None,
+) -> Case:
+    """A valid case for ``op``; ``bias`` None means drawn."""
+    nd, transposed = OPS[op]
+    extra, kmax, smax, dmax, pmax = SIZE_LIMITS[nd]
+    groups = draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 3))
+    c_out = groups * draw(st.integers(1, 3))
+    batch = draw(st.integers(1, 2))
+    kernel, stride, dilation, padding, spatial, out_pad = [], [], [], [], [], []
+    for _ in range(nd):
+        k = draw(st.integers(1, kmax))
+        s = draw(st.integers(1, smax))
+        d = draw(st.integers(1, dmax))
+        if transposed:
+            size = draw(st.integers(1, 1 + extra // 2))
+            o = draw(st.integers(0, max(s, d) - 1))
+            full = (size - 1) * s + d * (k - 1) + 1 + o
+            p = draw(st.integers(0, min(pmax, (full - 1) // 2)))
+        else:
+            o = 0
+            p = draw(st.integers(0, pmax))
+            need = max(1, d * (k - 1) + 1 - 2 * p)
+            size = draw(st.integers(need, need + extra))
+        kernel.append(k)
+        stride.append(s)
+        dilation.append(d)
+        padding.append(p)
+        spatial.append(size)
+        out_pad.append(o)
+    return Case(
+        op=op,
+        batch=batch,
+        in_channels=c_in,
+        out_channels=c_out,
+        spatial=tuple(spatial),
+        kernel=tuple(kernel),
+        stride=tuple(stride),
+        padding=tuple(padding),
+        dilation=tuple(dilation),
+        output_padding=tuple(out_pad),
+        groups=groups,
+        dtype=draw(st.sampled_from(dtypes)),
+        bias=draw(st.booleans()) if bias is None else bias,
+        seed=draw(st.integers(0, 9999)),
+    )
+
+
+def _set(values: tuple[int, ...], axis: int, value: int) -> tuple[int, ...]:
+    return values[:axis] + (value,) + values[axis + 1 :]
+
+
+@st.composite
+def invalid_cases(draw: st.DrawFn, op: str, dtypes: tuple[str, ...] = DTYPES) -> Case:
+    """A case for ``op`` that breaks exactly one rule of :data:`INVALID_RULES`."""
+    case = draw(valid_cases(op, dtypes))
+    transposed = OPS[op][1]
+    rules = [r for r in INVALID_RULES if transposed or r != "output_padding"]
+    rule = draw(st.sampled_from(rules))
+    axis = draw(st.integers(0, case.ndim - 1))
+    if rule == "stride":
+        bad = draw(st.integers(-1, 0))
+        # Keep output padding legal for the remaining max(stride, dilation).
+        return replace(case, stride=_set(case.stride, axis, bad), output_padding=(0,) * case.ndim)
+    if rule == "dilation":
+        bad = draw(st.integers(-1, 0))
+        return replace(case, dilation=_set(case.dilation, axis, bad), output_padding=(0,) * case.ndim)
+    if rule == "padding":
+        return replace(case, padding=_set(case.padding, axis, -draw(st.integers(1, 2))))
+    if rule == "output_padding":
+        limit = max(case.stride[axis], case.dilation[axis])
+        bad = limit + draw(st.integers(0, 1))
+        return replace(case, output_padding=_set(case.output_padding, axis, bad))
+    if rule == "groups":
+        # More groups than input channels never divides them; 0 groups is never legal.
+        bad = draw(st.sampled_from([0, case.in_channels + 1]))
+        return replace(case, groups=bad)
+    # output_size: make the kernel's extent exceed the (padded) input, or pad the transposed
+    # output away entirely.
+    if transposed:
+        full = (
+            (case.spatial[axis] - 1) * case.stride[axis]
+            + case.dilation[axis] * (case.kernel[axis] - 1)
+            + 1
+            + case.output_padding[axis]
+        )
+        return replace(case, padding=_set(case.padding, axis, full // 2 + 1))
+    k = case.spatial[axis] + 2 * case.padding[axis] + 1
+    return replace(
+        case,
+        kernel=_set(case.kernel, axis, k),
+        dilation=_set(case.dilation, axis, 1),
+    )

@@ -1,0 +1,131 @@
+"""Public reference ops: ``conv{1,2,3}d`` and ``conv_transpose{1,2,3}d``, each with optional bias.
+
+Arguments follow ``mlx.core.conv*`` and ``torch.nn.functional.conv*`` (symmetric padding), in
+MLX's layout (see :mod:`reference`). Every op validates its arguments first and raises
+``ValueError`` naming the parameter and the rule; then it computes in float64 and returns a
+float64 array, or, with ``with_bound=True``, a :class:`reference.core.ConvResult` that also holds
+the per-element ``sum |x||w|`` (plus ``|bias|``) and the number of terms (plus one for bias).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference.core import ConvResult, conv_general, conv_transpose_general
+from reference.params import IntOrSeq, check_params, check_shapes
+
+
+def _as_array(op: str, name: str, value: object) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise ValueError(f"{op}: {name} must be a real numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def _add_bias(res: ConvResult, bias: np.ndarray | None) -> ConvResult:
+    if bias is None:
+        return res
+    b = np.asarray(bias, np.float64)
+    out = res.out + b
+    if res.abs_sum is None:
+        return ConvResult(out)
+    return ConvResult(out, res.abs_sum + np.abs(b), res.terms + 1)
+
+
+def run_op(
+    op: str,
+    ndim: int,
+    transposed: bool,
+    x: object,
+    w: object,
+    bias: object | None = None,
+    *,
+    stride: IntOrSeq = 1,
+    padding: IntOrSeq = 0,
+    dilation: IntOrSeq = 1,
+    output_padding: IntOrSeq = 0,
+    groups: int = 1,
+    with_bound: bool = False,
+) -> np.ndarray | ConvResult:
+    """Validate and run one op; the six public functions are thin names for this."""
+    p = check_params(
+        op,
+        ndim,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        output_padding=output_padding,
+        groups=groups,
+        transposed=transposed,
+    )
+    xa = _as_array(op, "input", x)
+    wa = _as_array(op, "weight", w)
+    ba = None if bias is None else _as_array(op, "bias", bias)
+    check_shapes(p, xa.shape, wa.shape, None if ba is None else ba.shape)
+    if transposed:
+        res = conv_transpose_general(
+            xa,
+            wa,
+            stride=p.stride,
+            padding_lo=p.padding,
+            padding_hi=p.padding,
+            dilation=p.dilation,
+            output_padding=p.output_padding,
+            groups=p.groups,
+            with_bound=with_bound,
+        )
+    else:
+        res = conv_general(
+            xa,
+            wa,
+            stride=p.stride,
+            padding_lo=p.padding,
+            padding_hi=p.padding,
+            kernel_dilation=p.dilation,
+            groups=p.groups,
+            with_bound=with_bound,
+        )
+    res = _add_bias(res, ba)
+    return res if with_bound else res.out
+
+
+def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, with_bound=False):
+    """1-D convolution (``nn.Conv1d`` forward when ``bias`` is given). x: (N, L, C_in)."""
+    return run_op("conv1d", 1, False, x, w, bias, stride=stride, padding=padding,
+                  dilation=dilation, groups=groups, with_bound=with_bound)
+
+
+def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, with_bound=False):
+    """2-D convolution. x: (N, H, W, C_in), w: (C_out, KH, KW, C_in/groups)."""
+    return run_op("conv2d", 2, False, x, w, bias, stride=stride, padding=padding,
+                  dilation=dilation, groups=groups, with_bound=with_bound)
+
+
+def conv3d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, with_bound=False):
+    """3-D convolution. x: (N, D, H, W, C_in), w: (C_out, KD, KH, KW, C_in/groups)."""
+    return run_op("conv3d", 3, False, x, w, bias, stride=stride, padding=padding,
+                  dilation=dilation, groups=groups, with_bound=with_bound)
+
+
+def conv_transpose1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, output_padding=0,
+                     groups=1, with_bound=False):
+    """1-D transposed convolution. x: (N, L, C_in), w: (C_out, K, C_in/groups)."""
+    return run_op("conv_transpose1d", 1, True, x, w, bias, stride=stride, padding=padding,
+                  dilation=dilation, output_padding=output_padding, groups=groups,
+                  with_bound=with_bound)
+
+
+def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, output_padding=0,
+                     groups=1, with_bound=False):
+    """2-D transposed convolution. x: (N, H, W, C_in), w: (C_out, KH, KW, C_in/groups)."""
+    return run_op("conv_transpose2d", 2, True, x, w, bias, stride=stride, padding=padding,
+                  dilation=dilation, output_padding=output_padding, groups=groups,
+                  with_bound=with_bound)
+
+
+def conv_transpose3d(x, w, bias=None, *, stride=1, padding=0, dilation=1, output_padding=0,
+                     groups=1, with_bound=False):
+    """3-D transposed convolution. x: (N, D, H, W, C_in), w: (C_out, KD, KH, KW, C_in/groups)."""
+    return run_op("conv_transpose3d", 3, True, x, w, bias, stride=stride, padding=padding,
+                  dilation=dilation, output_padding=output_padding, groups=groups,
+                  with_bound=with_bound)
