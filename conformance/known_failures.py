@@ -9,6 +9,14 @@ with, and why::
     verdict = "value-mismatch"                           # optional: only this verdict
     reason = "output_padding ignored when dilation > stride (mlx#1234)"
 
+Optional narrowing fields, all of which must hold:
+
+* ``hint``: text the diff engine's precision hint must contain (e.g. ``"float16 accumulation"``);
+* ``error``: fnmatch glob over the backend's error message (for ``raised``/``crashed``);
+* ``reference_error``: glob over the reference's rejection message (for ``accepted-invalid``);
+* ``when``: the name of a case predicate from :data:`PREDICATES` (data, not code: no
+  expression is ever evaluated).
+
 A failing record that an entry covers is marked ``known_failure`` with the reason: it stays in
 the results and the report, and does not fail the run. An exact-id entry whose case now passes is
 marked ``fixed``, so an upstream fix shows up; remove the entry then.
@@ -18,10 +26,16 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
+
+if TYPE_CHECKING:
+    from conformance.runner import Record
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "cases" / "known_failures"
 
@@ -33,12 +47,50 @@ class KnownFailure:
     case: str | None = None
     match: str | None = None
     verdict: str | None = None
+    hint: str | None = None
+    error: str | None = None
+    reference_error: str | None = None
+    when: str | None = None
     source: str = ""
 
     def covers(self, case_id: str) -> bool:
         if self.case is not None:
             return case_id == self.case
         return fnmatch.fnmatchcase(case_id, self.match or "")
+
+    def explains(self, rec: Record) -> bool:
+        """Whether this entry covers the record's case and the way it failed."""
+        if self.backend != rec.backend or not self.covers(rec.case_id):
+            return False
+        if self.verdict not in (None, rec.verdict):
+            return False
+        hint = (rec.metrics.precision_hint if rec.metrics is not None else None) or ""
+        if self.hint is not None and self.hint not in hint:
+            return False
+        if self.error is not None and not fnmatch.fnmatchcase(rec.error_message or "", self.error):
+            return False
+        if self.reference_error is not None and not fnmatch.fnmatchcase(
+            rec.reference_error or "", self.reference_error
+        ):
+            return False
+        return self.when is None or PREDICATES[self.when](parse_id(rec.case_id))
+
+
+def _any_axis(case: Case, test) -> bool:
+    return any(
+        test(*axis)
+        for axis in zip(
+            case.spatial, case.kernel, case.stride, case.padding, case.dilation, case.output_padding
+        )
+    )
+
+
+#: Named case predicates that ``when`` may use (extend here, with a docstring-quality name).
+PREDICATES: dict[str, Callable[[Case], bool]] = {
+    "padding_exceeds_dilated_kernel": lambda c: _any_axis(c, lambda s, k, st, p, d, o: p > d * (k - 1)),
+    "one_input_channel_per_group": lambda c: c.groups >= 1 and c.in_channels // c.groups == 1,
+    "groups_below_one": lambda c: c.groups < 1,
+}
 
 
 class KnownFailures:
@@ -54,18 +106,18 @@ class KnownFailures:
             entries.extend(parse_file(path))
         return cls(entries)
 
-    def lookup(self, backend: str, case_id: str, verdict: str) -> KnownFailure | None:
-        """The entry that explains ``verdict`` for this case, or None."""
-        for e in self.entries:
-            if e.backend == backend and e.covers(case_id) and e.verdict in (None, verdict):
-                return e
-        return None
+    def lookup(self, rec: Record) -> KnownFailure | None:
+        """The first entry that explains this failing record, or None."""
+        return next((e for e in self.entries if e.explains(rec)), None)
 
     def exact(self, backend: str, case_id: str) -> KnownFailure | None:
         for e in self.entries:
             if e.backend == backend and e.case == case_id:
                 return e
         return None
+
+
+_STRING_FIELDS = ("case", "match", "verdict", "hint", "error", "reference_error", "when", "reason")
 
 
 def parse_file(path: Path) -> list[KnownFailure]:
@@ -86,13 +138,13 @@ def parse_file(path: Path) -> list[KnownFailure]:
         where = f"{path}: failure #{i + 1}"
         if not isinstance(item, dict):
             raise ValueError(f"{where}: must be a table")
-        unknown = set(item) - {"case", "match", "verdict", "reason"}
+        unknown = set(item) - {*_STRING_FIELDS}
         if unknown:
             raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         case, match = item.get("case"), item.get("match")
         if (case is None) == (match is None):
             raise ValueError(f"{where}: give exactly one of 'case' (an id) or 'match' (a glob)")
-        for field_name in ("case", "match", "verdict", "reason"):
+        for field_name in _STRING_FIELDS:
             value = item.get(field_name)
             if value is not None and not isinstance(value, str):
                 raise ValueError(f"{where}: '{field_name}' must be a string")
@@ -103,11 +155,27 @@ def parse_file(path: Path) -> list[KnownFailure]:
         if verdict is not None and (verdict not in VERDICTS or not VERDICTS[verdict]):
             raise ValueError(f"{where}: 'verdict' must be a failing verdict, got {verdict!r}")
         if case is not None:
-            from conformance.case import parse_id
-
             try:
                 parse_id(case)
             except ValueError as exc:
                 raise ValueError(f"{where}: 'case': {exc}") from None
-        out.append(KnownFailure(backend, reason, case, match, verdict, str(path)))
+        when = item.get("when")
+        if when is not None and when not in PREDICATES:
+            raise ValueError(
+                f"{where}: 'when' must name one of {', '.join(PREDICATES)}, got {when!r}"
+            )
+        out.append(
+            KnownFailure(
+                backend,
+                reason,
+                case=case,
+                match=match,
+                verdict=verdict,
+                hint=item.get("hint"),
+                error=item.get("error"),
+                reference_error=item.get("reference_error"),
+                when=when,
+                source=str(path),
+            )
+        )
     return out

@@ -15,6 +15,7 @@ from conformance.backends import Backend
 from conformance.case import Case
 from conformance.diff import DiffMetrics, Tolerance
 from conformance.inputs import make_inputs, run_reference
+from conformance.isolation import RemoteError, WorkerCrashed, WorkerTimeout
 from conformance.known_failures import KnownFailures
 
 
@@ -129,15 +130,31 @@ class Runner:
         reason = backend.unsupported_reason(case)
         if reason is not None:
             return Record(verdict=D.UNSUPPORTED, detail=reason, **base)
+        if not getattr(backend, "isolated", False):
+            probe = Record(verdict=D.CRASHED, **base)
+            entry = self.known.lookup(probe)
+            if entry is not None and entry.verdict == D.CRASHED and entry.error is None:
+                return replace(
+                    probe,
+                    detail="not run in this process: listed as crashing it; run isolated "
+                    "(the CLI default, or pytest --isolate) to check it again",
+                    known_failure=entry.reason,
+                )
         start = time.perf_counter()
         try:
             got = backend.run(case, inputs)
+        except (WorkerCrashed, WorkerTimeout) as exc:
+            verdict = D.CRASHED if isinstance(exc, WorkerCrashed) else D.TIMEOUT
+            rec = Record(verdict=verdict, detail=str(exc), seconds=time.perf_counter() - start,
+                         error_type=type(exc).__name__, error_message=str(exc), **base)
+            return self._with_known(rec)
         except Exception as exc:  # every backend error is data
             seconds = time.perf_counter() - start
             verdict = D.BOTH_REJECTED if ref_error else D.RAISED
             message = str(exc).strip() or repr(exc)
-            rec = Record(verdict=verdict, detail=f"{type(exc).__name__}: {message}",
-                         seconds=seconds, error_type=type(exc).__name__,
+            type_name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
+            rec = Record(verdict=verdict, detail=f"{type_name}: {message}",
+                         seconds=seconds, error_type=type_name,
                          error_message=message, **base)
             return self._with_known(rec)
         seconds = time.perf_counter() - start
@@ -153,7 +170,7 @@ class Runner:
 
     def _with_known(self, rec: Record) -> Record:
         if D.is_failure(rec.verdict):
-            entry = self.known.lookup(rec.backend, rec.case_id, rec.verdict)
+            entry = self.known.lookup(rec)
             if entry is not None:
                 return replace(rec, known_failure=entry.reason)
             return rec

@@ -1,0 +1,235 @@
+"""The HTML conformance report: one self-contained file rendered from a results file.
+
+:func:`render_report` gathers what to show (with :mod:`conformance.report_model`) and renders
+``templates/report.html.j2`` with autoescaping on: every string from the results is escaped.
+Styles and the small filter script are inlined; the page fetches nothing.
+
+Size is bounded for large runs: every new failure gets a row (id, metrics, replay command), but
+full detail cards (parameters, metrics, worst element, heatmap) go only to the smallest
+``max_group_details`` cases of each failure group, at most ``max_failure_details`` in all;
+passing records get rows and details for a sample of ``max_passing_details`` and are otherwise
+only counted in the matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+
+from conformance import diff as D
+from conformance import report_model as M
+from conformance.results import RunResults, counts
+from conformance.runner import Record
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("conformance", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _fmt_num
+    env.filters["sec"] = _fmt_seconds
+    env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f}%"
+    return env
+
+
+def _fmt_num(value: object, digits: int = 3) -> str:
+    if value is None:
+        return "\u2013"
+    if isinstance(value, bool) or isinstance(value, int):
+        return str(value)
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.{digits}g}"
+
+
+def _fmt_seconds(value: object) -> str:
+    if value is None:
+        return "\u2013"
+    v = float(value)  # type: ignore[arg-type]
+    if v < 1e-3:
+        return f"{v * 1e6:.0f} \u00b5s"
+    if v < 1:
+        return f"{v * 1e3:.1f} ms"
+    return f"{v:.2f} s"
+
+
+def _verdict_sort(v: str) -> int:
+    return M.VERDICT_ORDER.index(v) if v in M.VERDICT_ORDER else len(M.VERDICT_ORDER)
+
+
+def _row_order(r: Record) -> tuple[int, tuple[int, int, int, str]]:
+    return (_verdict_sort(M.matrix_key(r)), M.case_size(r))
+
+
+def _backend_names(results: RunResults) -> list[str]:
+    names = [str(b["name"]) for b in results.backends]
+    for r in results.records:
+        if r.backend not in names:
+            names.append(r.backend)
+    return names
+
+
+def _matrix(table, rows, backends) -> list[dict[str, object]]:
+    """Rows of the summary matrix: each cell is a verdict -> count list in display order."""
+    out = []
+    for row_key in rows:
+        cells = []
+        for b in backends:
+            cell = table.get((*row_key, b), {})
+            items = sorted(cell.items(), key=lambda kv: _verdict_sort(kv[0]))
+            worst = items[0][0] if items else None
+            tone = "empty"
+            if worst is not None:
+                tone = (
+                    "fail"
+                    if D.VERDICTS.get(worst, False)
+                    else ("known" if worst == M.KNOWN else ("pass" if worst == D.PASS else "skip"))
+                )
+            cells.append({"backend": b, "items": items, "tone": tone, "total": sum(cell.values())})
+        out.append({"key": row_key, "cells": cells})
+    return out
+
+
+def _settings(settings: dict[str, object]) -> list[tuple[str, str]]:
+    first = [k for k in ("seed", "profile") if k in settings]
+    keys = first + [k for k in settings if k not in first]
+    out = []
+    for k in keys:
+        v = settings[k]
+        if isinstance(v, (list, tuple)):
+            v = ", ".join(str(i) for i in v)
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a}={b}" for a, b in v.items())
+        out.append((k.replace("_", " "), str(v)))
+    return out
+
+
+def _context(
+    results: RunResults,
+    baseline: RunResults | None,
+    max_passing_details: int,
+    max_group_details: int,
+    max_failure_details: int,
+) -> dict[str, object]:
+    records = results.records
+    backends = _backend_names(results)
+    ops = [op for op in M.OPS_ORDER if any(M.record_op(r) == op for r in records)]
+    ops += sorted({M.record_op(r) for r in records} - set(ops))
+    used_backends = [b for b in backends if any(r.backend == b for r in records)]
+
+    groups = M.group_failures(records)
+    detailed: set[int] = set()  # id() of records that get a full detail card
+    budget = max_failure_details
+    for g in groups:
+        for r in g.records[:max_group_details]:
+            if budget <= 0:
+                break
+            detailed.add(id(r))
+            budget -= 1
+    passing = M.sample_passing(records, max_passing_details)
+    passing_ids = {id(r) for r in passing}
+
+    comparison = None
+    changes: dict[tuple[str, str], M.Change] = {}
+    if baseline is not None:
+        comparison = M.compare_runs(records, baseline.records)
+        changes = comparison.changes
+    changed_ids = {id(c.current) for c in changes.values()}
+
+    listed = [
+        r
+        for r in records
+        if r.verdict != D.PASS or id(r) in passing_ids or id(r) in changed_ids or r.fixed
+    ]
+    listed.sort(key=_row_order)
+    anchors = {id(r): f"r{i}" for i, r in enumerate(records)}
+
+    dtypes_table = M.count_table(records, by_dtype=True)
+    dtype_rows = sorted({k[:2] for k in dtypes_table}, key=lambda k: (ops.index(k[0]), k[1]))
+    totals: dict[str, int] = {}
+    for r in records:
+        totals[M.matrix_key(r)] = totals.get(M.matrix_key(r), 0) + 1
+
+    def change_of(r: Record) -> M.Change | None:
+        return changes.get((r.case_id, r.backend))
+
+    return {
+        "title": "convcheck conformance report",
+        "results": results,
+        "baseline": baseline,
+        "env": results.environment,
+        "versions": dict(results.environment.get("versions") or {}),  # type: ignore[call-overload]
+        "settings": _settings(results.settings),
+        "backends": results.backends,
+        "backend_names": used_backends,
+        "ops": ops,
+        "matrix": _matrix(counts(records), [(op,) for op in ops], used_backends),
+        "dtype_matrix": _matrix(dtypes_table, dtype_rows, used_backends),
+        "totals": sorted(totals.items(), key=lambda kv: _verdict_sort(kv[0])),
+        "n_records": len(records),
+        "n_failures": sum(1 for r in records if r.failed),
+        "n_known": sum(1 for r in records if r.known_failure and D.is_failure(r.verdict)),
+        "n_fixed": sum(1 for r in records if r.fixed),
+        "n_passing": sum(1 for r in records if r.verdict == D.PASS),
+        "n_passing_listed": sum(1 for r in listed if r.verdict == D.PASS),
+        "groups": groups,
+        "detailed": detailed,
+        "known_groups": M.group_known(records),
+        "fixed": sorted((r for r in records if r.fixed), key=M.case_size),
+        "unsupported": M.group_by_reason(records, D.UNSUPPORTED),
+        "rejected": M.group_by_reason(records, D.BOTH_REJECTED),
+        "listed": listed,
+        "passing_details": passing_ids,
+        "anchors": anchors,
+        "timing": M.timing(records, backends),
+        "slowest": M.slowest(records, 10),
+        "comparison": comparison,
+        "change_kinds": M.CHANGE_KINDS,
+        "change_labels": M.CHANGE_LABELS,
+        "change_of": change_of,
+        "heat_buckets": M.HEAT_BUCKETS,
+        "heatmap": M.heatmap,
+        "params": M.case_params,
+        "op_of": M.record_op,
+        "dtype_of": M.record_dtype,
+        "matrix_key": M.matrix_key,
+        "is_failure": D.is_failure,
+        "max_listed_per_reason": 50,
+    }
+
+
+def render_report(
+    results: RunResults,
+    baseline: RunResults | None = None,
+    *,
+    max_passing_details: int = 200,
+    max_group_details: int = 3,
+    max_failure_details: int = 200,
+) -> str:
+    """The report as one self-contained HTML document (see the module docstring)."""
+    ctx = _context(results, baseline, max_passing_details, max_group_details, max_failure_details)
+    return _environment().get_template("report.html.j2").render(ctx)
+
+
+def write_report(results: RunResults, path: Path, baseline: RunResults | None = None) -> Path:
+    """Render the report to ``path`` (UTF-8, parent folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(render_report(results, baseline), encoding="utf-8")
+    tmp.replace(path)
+    return path
