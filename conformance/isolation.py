@@ -61,6 +61,9 @@ class RemoteError(Exception):
 def _worker_main(conn, name: str, plugins: tuple[str, ...], allow_tf32: bool, stderr_path: str) -> None:
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 2)
+    # Several workers share the cores and take turns; OpenMP threads that spin while their
+    # worker waits would steal the CPU from the one that runs (20x slower torch on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from conformance.backends import resolve
 
     (backend,) = resolve([name], plugins=plugins, allow_tf32=allow_tf32)

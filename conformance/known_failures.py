@@ -90,6 +90,9 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     "padding_exceeds_dilated_kernel": lambda c: _any_axis(c, lambda s, k, st, p, d, o: p > d * (k - 1)),
     "one_input_channel_per_group": lambda c: c.groups >= 1 and c.in_channels // c.groups == 1,
     "groups_below_one": lambda c: c.groups < 1,
+    "unit_last_axis_padded": lambda c: (
+        c.spatial[-1] == 1 and c.kernel[-1] == 1 and c.padding[-1] > 0
+    ),
 }
 
 

@@ -21,8 +21,11 @@ import jinja2
 
 from conformance import diff as D
 from conformance import report_model as M
-from conformance.results import RunResults, counts
+from conformance.results import SCHEMA, RunResults, counts
 from conformance.runner import Record
+
+#: Heatmap cells in one report at most (about 25 bytes each); later cards go without.
+HEATMAP_CELL_BUDGET = 60_000
 
 
 @lru_cache(maxsize=1)
@@ -118,6 +121,22 @@ def _settings(settings: dict[str, object]) -> list[tuple[str, str]]:
     return out
 
 
+def _environment_facts(env: dict[str, object], created: str) -> list[tuple[str, str]]:
+    """(label, value) pairs for the header: host, then library versions, then the rest."""
+    facts = [("created (UTC)", created)]
+    for key in ("os", "machine", "cpu", "cpu_count", "gpu", "python"):
+        if env.get(key) is not None:
+            facts.append((key.replace("_", " "), str(env[key])))
+    versions = env.get("versions")
+    if isinstance(versions, dict):
+        for name, version in versions.items():
+            facts.append((str(name), "not installed" if version is None else str(version)))
+    facts.append(("git commit", str(env.get("git_commit") or "unknown")))
+    skip = {"os", "machine", "cpu", "cpu_count", "gpu", "python", "versions", "git_commit"}
+    facts += [(k.replace("_", " "), str(v)) for k, v in env.items() if k not in skip]
+    return facts
+
+
 def _context(
     results: RunResults,
     baseline: RunResults | None,
@@ -131,32 +150,55 @@ def _context(
     ops += sorted({M.record_op(r) for r in records} - set(ops))
     used_backends = [b for b in backends if any(r.backend == b for r in records)]
 
-    groups = M.group_failures(records)
-    detailed: set[int] = set()  # id() of records that get a full detail card
-    budget = max_failure_details
-    for g in groups:
-        for r in g.records[:max_group_details]:
-            if budget <= 0:
-                break
-            detailed.add(id(r))
-            budget -= 1
-    passing = M.sample_passing(records, max_passing_details)
-    passing_ids = {id(r) for r in passing}
+    anchors = {id(r): f"r{i}" for i, r in enumerate(records)}
+
+    def anchor(r: Record) -> str:
+        return anchors[id(r)]
 
     comparison = None
     changes: dict[tuple[str, str], M.Change] = {}
     if baseline is not None:
         comparison = M.compare_runs(records, baseline.records)
         changes = comparison.changes
-    changed_ids = {id(c.current) for c in changes.values()}
+
+    def change_of(r: Record) -> M.Change | None:
+        return changes.get((r.case_id, r.backend))
+
+    # Full detail cards: the smallest cases of each failure group, within a total budget.
+    budget = max_failure_details
+    failure_groups = []
+    for g in M.group_failures(records, backends):
+        cards = g.records[: max(0, min(max_group_details, budget))]
+        budget -= len(cards)
+        kinds = sorted({c.kind for r in g.records if (c := change_of(r)) is not None})
+        failure_groups.append(
+            {"group": g, "cards": cards, "rest": g.records[len(cards) :], "changes": kinds}
+        )
+    detailed = {anchor(r) for fg in failure_groups for r in fg["cards"]}
+
+    # Details inline in the case list: a sample of passing records, the smallest known failures
+    # of each reason, and fixed ones.
+    known_groups = M.group_known(records)
+    passing = M.sample_passing(records, max_passing_details)
+    inline = {anchor(r) for r in passing}
+    inline |= {anchor(r) for g in known_groups for r in g.records[:max_group_details]}
+    inline |= {anchor(r) for r in records if r.fixed}
+    # Heatmaps within a cell budget: each group's smallest case first, then the other cards.
+    cards = [fg["cards"] for fg in failure_groups]
+    cards += [g.records[:max_group_details] for g in known_groups]
+    order = [c[0] for c in cards if c] + [r for c in cards for r in c[1:]]
+    heatmaps: dict[str, M.Heatmap] = {}
+    cells_left = HEATMAP_CELL_BUDGET
+    for r in order:
+        hm = M.heatmap(r)
+        if hm is not None and hm.cells <= cells_left:
+            heatmaps[anchor(r)] = hm
+            cells_left -= hm.cells
 
     listed = [
-        r
-        for r in records
-        if r.verdict != D.PASS or id(r) in passing_ids or id(r) in changed_ids or r.fixed
+        r for r in records if r.verdict != D.PASS or anchor(r) in inline or change_of(r) is not None
     ]
     listed.sort(key=_row_order)
-    anchors = {id(r): f"r{i}" for i, r in enumerate(records)}
 
     dtypes_table = M.count_table(records, by_dtype=True)
     dtype_rows = sorted({k[:2] for k in dtypes_table}, key=lambda k: (ops.index(k[0]), k[1]))
@@ -164,14 +206,11 @@ def _context(
     for r in records:
         totals[M.matrix_key(r)] = totals.get(M.matrix_key(r), 0) + 1
 
-    def change_of(r: Record) -> M.Change | None:
-        return changes.get((r.case_id, r.backend))
-
     return {
         "title": "convcheck conformance report",
         "results": results,
         "baseline": baseline,
-        "env": results.environment,
+        "env_facts": _environment_facts(results.environment, results.created),
         "versions": dict(results.environment.get("versions") or {}),  # type: ignore[call-overload]
         "settings": _settings(results.settings),
         "backends": results.backends,
@@ -186,15 +225,15 @@ def _context(
         "n_fixed": sum(1 for r in records if r.fixed),
         "n_passing": sum(1 for r in records if r.verdict == D.PASS),
         "n_passing_listed": sum(1 for r in listed if r.verdict == D.PASS),
-        "groups": groups,
+        "groups": failure_groups,
         "detailed": detailed,
-        "known_groups": M.group_known(records),
+        "inline_details": inline,
+        "anchor": anchor,
+        "known_groups": known_groups,
         "fixed": sorted((r for r in records if r.fixed), key=M.case_size),
         "unsupported": M.group_by_reason(records, D.UNSUPPORTED),
         "rejected": M.group_by_reason(records, D.BOTH_REJECTED),
         "listed": listed,
-        "passing_details": passing_ids,
-        "anchors": anchors,
         "timing": M.timing(records, backends),
         "slowest": M.slowest(records, 10),
         "comparison": comparison,
@@ -202,13 +241,17 @@ def _context(
         "change_labels": M.CHANGE_LABELS,
         "change_of": change_of,
         "heat_buckets": M.HEAT_BUCKETS,
-        "heatmap": M.heatmap,
+        "heatmaps": heatmaps,
         "params": M.case_params,
         "op_of": M.record_op,
         "dtype_of": M.record_dtype,
         "matrix_key": M.matrix_key,
         "is_failure": D.is_failure,
         "max_listed_per_reason": 50,
+        "max_changes_listed": 500,
+        "max_group_rows": 100,
+        "error_floor": M.ERROR_FLOOR,
+        "schema": SCHEMA,
     }
 
 

@@ -81,10 +81,6 @@ def matrix_key(r: Record) -> str:
     return KNOWN if r.known_failure else r.verdict
 
 
-def is_new_failure(r: Record) -> bool:
-    return r.failed
-
-
 def _prod(values: Iterable[object]) -> int:
     out = 1
     for v in values:
@@ -104,7 +100,7 @@ def output_spatial(case: dict[str, object]) -> tuple[int, ...] | None:
         if OPS[op][1]:
             return conv_transpose_output_shape(*args, case["output_padding"])  # type: ignore[arg-type]
         return conv_output_shape(*args)  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, ArithmeticError):
         return None
 
 
@@ -117,7 +113,9 @@ def case_size(r: Record) -> tuple[int, int, int, str]:
     spatial = c.get("spatial", ()) or ()
     kernel = c.get("kernel", ()) or ()
     in_elems = _prod([batch, c_in, *spatial])  # type: ignore[list-item]
-    per_group = c_in // groups if isinstance(c_in, int) and isinstance(groups, int) and groups > 0 else 1
+    per_group = (
+        c_in // groups if isinstance(c_in, int) and isinstance(groups, int) and groups > 0 else 1
+    )
     w_elems = _prod([c_out, *kernel]) * max(int(per_group), 1)  # type: ignore[list-item]
     if r.metrics is not None:
         out_elems = r.metrics.elements
@@ -150,7 +148,8 @@ def case_params(r: Record) -> list[tuple[str, str]]:
 
 # --- signatures and groups ----------------------------------------------------------------------
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?", re.IGNORECASE)
+#: A number that is not part of a name (the 1 of "conv1d" stays).
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?!\w)", re.IGNORECASE)
 _NUM_LIST = re.compile(r"N(?:\s*,\s*N)+")
 _SHAPES = re.compile(r"shape \(([\d, ]*)\) but the reference has \(([\d, ]*)\)")
 
@@ -161,7 +160,7 @@ def normalize_message(text: str | None, limit: int = 160) -> str:
         return ""
     first = text.strip().splitlines()[0] if text.strip() else ""
     out = _NUM_LIST.sub("N,\u2026", _NUMBER.sub("N", first))
-    return out[:limit]
+    return out if len(out) <= limit else out[: limit - 1].rstrip() + "\u2026"
 
 
 def _shape_cause(detail: str) -> str:
@@ -175,10 +174,16 @@ def _shape_cause(detail: str) -> str:
     names = ["batch", *[f"spatial axis {i}" for i in range(len(want) - 2)], "channels"]
     parts = [
         f"{'larger' if g > w else 'smaller'} along {n}"
-        for n, g, w in zip(names, got, want)
+        for n, g, w in zip(names, got, want, strict=True)
         if g != w
     ]
     return "output " + ", ".join(parts) if parts else normalize_message(detail)
+
+
+def _without_op(r: Record, message: str) -> str:
+    """``message`` without a leading "<op>: " (the op is shown next to it anyway)."""
+    prefix = record_op(r) + ": "
+    return message[len(prefix) :] if message.startswith(prefix) else message
 
 
 def failure_cause(r: Record) -> str:
@@ -194,7 +199,7 @@ def failure_cause(r: Record) -> str:
     if v == D.SHAPE_MISMATCH:
         return _shape_cause(r.detail)
     if v == D.ACCEPTED_INVALID:
-        return "accepted a case the reference rejects: " + normalize_message(r.reference_error)
+        return "accepted an invalid case: " + _without_op(r, normalize_message(r.reference_error))
     if r.error_type or r.error_message:
         return f"{r.error_type or 'error'}: {normalize_message(r.error_message)}"
     return normalize_message(r.detail) or v
@@ -236,22 +241,38 @@ class Group:
         return sorted({record_op(r) for r in self.records})
 
 
-def group_failures(records: Iterable[Record]) -> list[Group]:
-    """New failures grouped by :func:`signature`; biggest group first, members smallest first."""
+def group_failures(records: Iterable[Record], backend_order: Sequence[str] = ()) -> list[Group]:
+    """New failures grouped by :func:`signature`, members smallest case first; groups in matrix
+    order (backend, then op), biggest first within an op."""
     groups: dict[Signature, list[Record]] = defaultdict(list)
     for r in records:
         if r.failed:
             groups[signature(r)].append(r)
     out = [Group(sig, sorted(rs, key=case_size)) for sig, rs in groups.items()]
-    out.sort(key=lambda g: (-g.count, g.key.op, g.key.backend, g.key.verdict, g.key.cause))  # type: ignore[union-attr]
-    return out
+    backends = {b: i for i, b in enumerate(backend_order)}
+    ops = {op: i for i, op in enumerate(OPS_ORDER)}
+
+    def order(g: Group) -> tuple[object, ...]:
+        s: Signature = g.key  # type: ignore[assignment]
+        return (
+            backends.get(s.backend, len(backends)),
+            s.backend,
+            ops.get(s.op, len(ops)),
+            s.op,
+            -g.count,
+            s.verdict,
+            s.cause,
+        )
+
+    return sorted(out, key=order)
 
 
 def skip_reason(r: Record) -> str:
     """Why a record was not compared: the backend's limitation, or the rule the case breaks."""
     if r.verdict == D.UNSUPPORTED:
         return r.detail or "unsupported"
-    return normalize_message(r.reference_error) or normalize_message(r.detail) or r.verdict
+    reason = normalize_message(r.reference_error) or normalize_message(r.detail) or r.verdict
+    return _without_op(r, reason)
 
 
 def group_by_reason(records: Iterable[Record], verdict: str) -> list[Group]:
@@ -464,7 +485,7 @@ def heat_class(v: float) -> str:
 
 @dataclass(frozen=True)
 class Heatmap:
-    rows: list[list[tuple[str, str]]]  # (css class, cell title) per cell
+    rows: list[tuple[list[str], str]]  # per row: css classes of the cells, their values
     row_axis: str
     col_axis: str
     row_ticks: list[str]
@@ -472,25 +493,33 @@ class Heatmap:
     worst: tuple[int, int] | None
     note: str
 
+    @property
+    def cells(self) -> int:
+        return sum(len(classes) for classes, _ in self.rows)
+
 
 def _bins(n_full: int | None, n_map: int) -> tuple[list[str], int]:
-    """Tick labels for ``n_map`` cells that max-pool ``n_full`` indices (1 when not pooled)."""
+    """Tick labels (first index) for ``n_map`` cells pooling ``n_full`` indices, and the step."""
     if n_full is None or n_full <= n_map:
         return [str(i) for i in range(n_map)], 1
     step = -(-n_full // D.ERROR_MAP_MAX)
     if -(-n_full // step) != n_map:
         return [str(i) for i in range(n_map)], 1
-    return [f"{i * step}\u2013{min((i + 1) * step, n_full) - 1}" for i in range(n_map)], step
+    return [str(i * step) for i in range(n_map)], step
 
 
 def heatmap(r: Record) -> Heatmap | None:
+    """The record's ``error_map`` as coloured cells with axis ticks, or None when it has none.
+
+    A tall, narrow map (1-D ops: many positions, few channels) is drawn transposed.
+    """
     m = r.metrics
     if m is None or not m.error_map or not m.error_map[0]:
         return None
+    grid = m.error_map
     axes = m.error_map_axes or ("rows", "columns")
     c = case_dict(r)
     sp = output_spatial(c)
-    n_rows, n_cols = len(m.error_map), len(m.error_map[0])
     full: tuple[int | None, int | None] = (None, None)
     worst_idx: tuple[int, int] | None = None
     w = m.worst
@@ -504,22 +533,35 @@ def heatmap(r: Record) -> Heatmap | None:
             full = (sp[-2], sp[-1])
             if w is not None and len(w.position) >= 2:
                 worst_idx = (w.position[-2], w.position[-1])
+    if len(grid) > 12 and len(grid) > 2 * len(grid[0]):
+        grid = [list(col) for col in zip(*grid, strict=True)]
+        axes = (axes[1], axes[0])
+        full = (full[1], full[0])
+        worst_idx = None if worst_idx is None else (worst_idx[1], worst_idx[0])
+    n_rows, n_cols = len(grid), len(grid[0])
     row_ticks, row_step = _bins(full[0], n_rows)
     col_ticks, col_step = _bins(full[1], n_cols)
     worst = None
     if worst_idx is not None:
         worst = (worst_idx[0] // row_step, worst_idx[1] // col_step)
     rows = [
-        [(heat_class(v), "non-finite" if v >= 1e299 else f"{v:.3g}") for v in row]
-        for row in m.error_map
+        (
+            [heat_class(v) + (" worst" if (i, j) == worst else "") for j, v in enumerate(row)],
+            " ".join("non-finite" if v >= 1e299 else f"{v:.3g}" for v in row),
+        )
+        for i, row in enumerate(grid)
     ]
+    every = max(1, -(-n_cols // 12))
+    col_ticks = [t if j % every == 0 else "" for j, t in enumerate(col_ticks)]
     notes = []
     if w is not None:
-        notes.append(f"slice through the worst element (batch {w.batch}")
-        if len(w.position) < 2:
-            notes[-1] += ")"
-        else:
-            notes[-1] += f", channel {w.channel})"
+        where = (
+            f"batch {w.batch}" if len(w.position) < 2 else f"batch {w.batch}, channel {w.channel}"
+        )
+        notes.append(f"slice through the worst element ({where})")
     if row_step > 1 or col_step > 1:
-        notes.append("max-pooled: each cell is the largest value of its index range")
+        notes.append(
+            f"max-pooled by {row_step}\u00d7{col_step}: each cell is the largest value of the "
+            "indices from its label to the next"
+        )
     return Heatmap(rows, axes[0], axes[1], row_ticks, col_ticks, worst, "; ".join(notes))

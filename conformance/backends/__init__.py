@@ -26,7 +26,9 @@ def builtin_backends(*, allow_tf32: bool = False) -> list[Backend]:
         MLXBackend("cpu"),
         MLXBackend("gpu"),
         TorchBackend("cpu"),
+        TorchBackend("cpu", memory_format="channels_last"),
         TorchBackend("cuda", allow_tf32=allow_tf32),
+        TorchBackend("cuda", memory_format="channels_last", allow_tf32=allow_tf32),
         TorchBackend("mps"),
     ]
 

@@ -7,6 +7,15 @@ Layout translation, done here once:
 * transposed weight ``(C_out, *K, C_in/g)`` -> ``(C_in, C_out/g, *K)``, where PyTorch's
   ``weight[g*C_in_g + ci, co, *k]`` is our ``w[g*C_out_g + co, *k, ci]``.
 
+Tensors reach PyTorch in one of two memory formats, each its own backend:
+
+* ``torch-cpu``, ``torch-cuda``: default contiguous format with canonical strides (what
+  ``torch.randn`` gives; size-1 axes get canonical strides too, which matters: PyTorch infers a
+  memory format from strides);
+* ``torch-cpu-cl``, ``torch-cuda-cl``: channels-last strides for input and weight
+  (``memory_format=torch.channels_last`` / ``channels_last_3d``, and the same stride order for
+  1-D), the layout performance-tuned PyTorch code uses.
+
 On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is built with
 ``allow_tf32=True`` (``--tf32`` on the command line), so the default run checks strict float32.
 """
@@ -42,12 +51,34 @@ def torch_weight(case: Case, w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(wg.reshape(g * c_in_g, c_out // g, *kernel))
 
 
+MEMORY_FORMATS = ("contiguous", "channels_last")
+
+
+def with_memory_format(t, memory_format: str):
+    """A copy of ``t`` (channels-first shape) with canonical contiguous or channels-last strides."""
+    import torch
+
+    if memory_format == "channels_last":
+        return t.movedim(1, -1).contiguous().movedim(-1, 1)
+    out = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    out.copy_(t)
+    return out
+
+
 class TorchBackend(Backend):
-    def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
+    def __init__(
+        self, device: str, *, memory_format: str = "contiguous", allow_tf32: bool = False
+    ) -> None:
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
         self.device = device
+        self.memory_format = memory_format
         self.allow_tf32 = allow_tf32
-        self.name = f"torch-{device}"
-        self.description = f"torch.nn.functional on {device}" + (" (TF32 allowed)" if allow_tf32 else "")
+        self.name = f"torch-{device}" + ("-cl" if memory_format == "channels_last" else "")
+        self.description = (
+            f"torch.nn.functional on {device}, {memory_format.replace('_', '-')} tensors"
+            + (", TF32 allowed" if allow_tf32 else "")
+        )
 
     def probe(self) -> Availability:
         try:
@@ -83,7 +114,8 @@ class TorchBackend(Backend):
         dt = self._torch_dtype(case.dtype)
 
         def to_torch(a: np.ndarray):
-            return torch.from_numpy(np.ascontiguousarray(a)).to(device=self.device, dtype=dt)
+            t = torch.from_numpy(np.array(a, copy=True)).to(device=self.device, dtype=dt)
+            return with_memory_format(t, self.memory_format) if t.ndim > 1 else t
 
         x = to_torch(channels_first(inputs.x))
         w = to_torch(torch_weight(case, inputs.w))

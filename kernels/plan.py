@@ -1,0 +1,118 @@
+"""From a :class:`~conformance.case.Case` to what every launch needs: the kernel, the int32
+parameter array (layout in ``src/params.h``), the output shape and the thread count.
+
+Validation is the reference's own rule set (:mod:`reference.params`), so an invalid case raises
+the same ``ValueError`` here as in the oracle; the output shape is computed here, independently,
+so a disagreement shows up as a shape mismatch in the diff engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conformance.case import Case
+from kernels.source import param_slots
+from reference.params import check_params, check_shapes
+
+#: Threads, and flat offsets into every tensor, are 32-bit ints in the bodies.
+MAX_ELEMENTS = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    op: str  # "conv" or "conv_transpose": the body to run
+    params: np.ndarray  # int32, KC_P_COUNT slots
+    out_shape: tuple[int, ...]  # MLX layout (N, *O, C_out)
+
+    @property
+    def total(self) -> int:
+        return int(np.prod(self.out_shape))
+
+
+def _out_spatial(case: Case) -> list[int]:
+    if case.transposed:
+        return [
+            (s - 1) * st - 2 * p + d * (k - 1) + op + 1
+            for s, k, st, p, d, op in zip(
+                case.spatial, case.kernel, case.stride, case.padding, case.dilation,
+                case.output_padding,
+            )
+        ]
+    out = []
+    for s, k, st, p, d in zip(case.spatial, case.kernel, case.stride, case.padding, case.dilation):
+        extent = s + 2 * p - d * (k - 1) - 1
+        out.append(extent // st + 1 if extent >= 0 and st > 0 else 0)
+    return out
+
+
+def _count(shape: list[int] | tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= max(int(s), 0)
+    return n
+
+
+def unsupported_reason(case: Case) -> str | None:
+    """What the kernels cannot do, or ``None``. Invalid cases are not "unsupported": they get
+    through here and are rejected by :func:`make_plan` with the reference's ``ValueError``."""
+    out_sp = _out_spatial(case)
+    sizes = {
+        "input": _count(case.x_shape),
+        "weight": _count(case.w_shape),
+        "output": _count([case.batch, *out_sp, case.out_channels]),
+    }
+    for what, n in sizes.items():
+        if n > MAX_ELEMENTS:
+            return (
+                f"{what} has {n} elements; the kernels index with 32-bit ints and launch one "
+                f"thread per output element (at most {MAX_ELEMENTS})"
+            )
+    return None
+
+
+def make_plan(case: Case, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
+              bias_shape: tuple[int, ...] | None) -> Plan:
+    """Validate (``ValueError`` for an invalid case) and lay out the parameters."""
+    p = check_params(
+        case.op, case.ndim, transposed=case.transposed,
+        **case.params(),  # type: ignore[arg-type]
+    )
+    check_shapes(p, tuple(x_shape), tuple(w_shape), None if bias_shape is None else tuple(bias_shape))
+    reason = unsupported_reason(case)
+    if reason is not None:
+        raise ValueError(f"kernels: {reason}")
+    slots = param_slots()
+    pad = 3 - case.ndim  # leading size-1 dimensions: 1-D and 2-D run as 3-D
+    out_sp = _out_spatial(case)
+
+    def three(values: tuple[int, ...] | list[int], fill: int) -> list[int]:
+        return [fill] * pad + list(values)
+
+    params = np.zeros(slots["COUNT"], np.int32)
+    n, *_, c_in = x_shape
+    c_out = w_shape[0]
+    out_shape = (n, *out_sp, c_out)
+    params[slots["N"]] = n
+    params[slots["CIN"]] = c_in
+    params[slots["COUT"]] = c_out
+    params[slots["GROUPS"]] = case.groups
+    params[slots["HAS_BIAS"]] = int(bias_shape is not None)
+    unit_tap = case.transposed and all(
+        s == k and pd == 0 and d == 1
+        for s, k, pd, d in zip(case.stride, case.kernel, case.padding, case.dilation)
+    )
+    params[slots["MODE"]] = int(unit_tap)
+    params[slots["TOTAL"]] = _count(out_shape)
+    for name, values, fill in (
+        ("S", x_shape[1:-1], 1),
+        ("K", w_shape[1:-1], 1),
+        ("O", out_sp, 1),
+        ("STRIDE", case.stride, 1),
+        ("PAD", case.padding, 0),
+        ("DIL", case.dilation, 1),
+    ):
+        params[slots[name] : slots[name] + 3] = three(values, fill)
+    op = "conv_transpose" if case.transposed else "conv"
+    return Plan(op, params, out_shape)
