@@ -97,6 +97,7 @@ class IsolatedBackend(Backend):
     ) -> None:
         self.inner = inner
         self.name = inner.name
+        self.plugin_spec = inner.plugin_spec
         self.description = inner.description
         self.plugins = tuple(plugins)
         self.allow_tf32 = allow_tf32

@@ -195,6 +195,7 @@ class RunResults:
                     known_failure=r.get("known_failure"),
                     fixed=bool(r.get("fixed", False)),
                     case=dict(r.get("case") or {}),
+                    plugin=r.get("plugin"),
                 )
             )
         return cls(settings, backends, records, env, created)  # type: ignore[arg-type]

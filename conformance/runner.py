@@ -19,8 +19,9 @@ from conformance.isolation import RemoteError, WorkerCrashed, WorkerTimeout
 from conformance.known_failures import KnownFailures
 
 
-def replay_command(case_id: str, backend: str) -> str:
-    return f"python -m conformance replay {case_id} --backends {backend}"
+def replay_command(case_id: str, backend: str, plugin: str | None = None) -> str:
+    extra = f" --plugin {plugin}" if plugin else ""
+    return f"python -m conformance replay {case_id} --backends {backend}{extra}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class Record:
     known_failure: str | None = None
     fixed: bool = False
     case: dict[str, object] = field(default_factory=dict)
+    #: ``module:attribute`` of the plugin that provides the backend (None for built-ins).
+    plugin: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -47,7 +50,7 @@ class Record:
 
     @property
     def replay(self) -> str:
-        return replay_command(self.case_id, self.backend)
+        return replay_command(self.case_id, self.backend, self.plugin)
 
     def summary(self) -> str:
         """A multi-line, human-readable account of this record (used by pytest and the CLI)."""
@@ -95,6 +98,7 @@ class Record:
             "known_failure": self.known_failure,
             "fixed": self.fixed,
             "case": self.case,
+            "plugin": self.plugin,
             "replay": self.replay,
         }
 
@@ -126,7 +130,7 @@ class Runner:
 
     def _run_backend(self, case, inputs, ref, ref_error, backend: Backend) -> Record:
         base = {"case_id": case.id, "backend": backend.name, "case": case.to_dict(),
-                "reference_error": ref_error}
+                "reference_error": ref_error, "plugin": getattr(backend, "plugin_spec", None)}
         reason = backend.unsupported_reason(case)
         if reason is not None:
             return Record(verdict=D.UNSUPPORTED, detail=reason, **base)

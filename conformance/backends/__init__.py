@@ -51,6 +51,7 @@ def load_plugins(specs: Iterable[str]) -> list[Backend]:
             backend = item if isinstance(item, Backend) else item()
             if not isinstance(backend, Backend):
                 raise ValueError(f"plugin {spec!r} gave {backend!r}, not a Backend")
+            backend.plugin_spec = spec
             found.append(backend)
     return found
 

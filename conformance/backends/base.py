@@ -37,6 +37,8 @@ class Backend(ABC):
 
     name: str = ""
     description: str = ""
+    #: Set by :func:`conformance.backends.load_plugins` for backends that came from a plugin.
+    plugin_spec: str | None = None
 
     @cached_property
     def availability(self) -> Availability:

@@ -1,0 +1,176 @@
+"""pytest integration: options, backend parametrization, the per-case check, a run summary.
+
+Loaded by the repository's ``conftest.py``. Options:
+
+* ``--conformance-backends=a,b``: backends to test (default: every known one; unavailable ones
+  are skipped with the reason);
+* ``--conformance-dtypes=float32,...``: dtypes the strategies draw from;
+* ``--isolate``: run backends in worker processes (a crash becomes a failure, not the end);
+* ``--conformance-plugin=MODULE:ATTR``: extra backends (repeatable);
+* ``--conformance-json=PATH``: write every record seen as a results JSON;
+* ``--conformance-report=FILE.html``: write the HTML report.
+
+Tests take the ``backend_name`` argument (parametrized here) and the session fixture
+``conformance``, whose :meth:`ConformanceSession.check` runs one case and fails with the diff
+summary and a replay command.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import event
+
+from conformance import diff as D
+from conformance.backends import Backend, resolve
+from conformance.case import Case
+from conformance.corpus import load_corpus
+from conformance.dtypes import DTYPES
+from conformance.isolation import IsolatedBackend
+from conformance.known_failures import KnownFailures
+from conformance.profiles import load_default
+from conformance.results import RunResults, backend_entry
+from conformance.runner import Record, Runner
+
+
+class ConformanceSession:
+    def __init__(self, config: pytest.Config) -> None:
+        names = config.getoption("conformance_backends")
+        plugins = config.getoption("conformance_plugin") or []
+        self.isolate = bool(config.getoption("isolate"))
+        self.backends: list[Backend] = resolve(
+            [n.strip() for n in names.split(",") if n.strip()] if names else None, plugins=plugins
+        )
+        dtypes = config.getoption("conformance_dtypes")
+        self.dtypes = tuple(d.strip() for d in dtypes.split(",")) if dtypes else DTYPES
+        bad = [d for d in self.dtypes if d not in DTYPES]
+        if bad:
+            raise pytest.UsageError(f"--conformance-dtypes: unknown {', '.join(bad)}")
+        self.plugins = tuple(plugins)
+        self.known = KnownFailures.load()
+        self.records: list[Record] = []
+        self._runners: dict[str, Runner] = {}
+
+    @property
+    def backend_names(self) -> list[str]:
+        return [b.name for b in self.backends]
+
+    def runner(self, name: str) -> Runner:
+        if name not in self._runners:
+            (backend,) = [b for b in self.backends if b.name == name]
+            if not backend.availability.available:
+                pytest.skip(f"{name} not available: {backend.availability.detail}")
+            if self.isolate:
+                backend = IsolatedBackend(backend, plugins=self.plugins)
+            self._runners[name] = Runner([backend], known=self.known)
+        return self._runners[name]
+
+    def run(self, case: Case, backend_name: str) -> Record:
+        (rec,) = self.runner(backend_name).run_case(case)
+        self.records.append(rec)
+        return rec
+
+    def check(self, case: Case, backend_name: str) -> Record:
+        """Run ``case``; unsupported and known failures pass (and are counted as Hypothesis
+        events); any other failure raises AssertionError with the summary and replay line."""
+        rec = self.run(case, backend_name)
+        if rec.verdict == D.UNSUPPORTED:
+            event(f"unsupported on {backend_name}: {rec.detail}")
+        elif rec.known_failure:
+            event(f"known failure on {backend_name}: {rec.verdict}")
+        elif rec.failed:
+            raise AssertionError("\n" + rec.summary())
+        return rec
+
+    def close(self) -> None:
+        for runner in self._runners.values():
+            for b in runner.backends:
+                if isinstance(b, IsolatedBackend):
+                    b.close()
+
+
+_SESSION: ConformanceSession | None = None
+
+
+def session() -> ConformanceSession:
+    assert _SESSION is not None, "the convcheck pytest plugin is not configured"
+    return _SESSION
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("convcheck", "convcheck conformance")
+    group.addoption("--conformance-backends", default=None, help="comma-separated backend names")
+    group.addoption("--conformance-dtypes", default=None, help="comma-separated case dtypes")
+    group.addoption("--conformance-plugin", action="append", default=[], metavar="MODULE:ATTR",
+                    help="extra backends to load (repeatable)")
+    group.addoption("--isolate", action="store_true", help="run backends in worker processes")
+    group.addoption("--conformance-json", default=None, metavar="PATH",
+                    help="write the records seen as a results JSON")
+    group.addoption("--conformance-report", default=None, metavar="FILE.html",
+                    help="write an HTML report of the records seen")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION
+    if not config.getoption("hypothesis_profile", default=None):
+        load_default()
+    _SESSION = ConformanceSession(config)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Frozen cases first, so ids read CASE_ID-BACKEND.
+    if "frozen" in metafunc.fixturenames:
+        frozen = [f for f in load_corpus() if f.case.dtype in session().dtypes]
+        metafunc.parametrize("frozen", frozen, ids=[f.case.id for f in frozen])
+    if "backend_name" in metafunc.fixturenames:
+        metafunc.parametrize("backend_name", session().backend_names)
+
+
+@pytest.fixture(scope="session")
+def conformance() -> ConformanceSession:
+    return session()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    s = _SESSION
+    if s is None or not s.records:
+        return
+    tally: dict[tuple[str, str], int] = {}
+    for r in s.records:
+        key = (r.backend, "known-failure" if r.known_failure else r.verdict)
+        tally[key] = tally.get(key, 0) + 1
+    tr = terminalreporter
+    tr.section("convcheck conformance")
+    for backend in s.backend_names:
+        parts = [f"{v} {n}" for (b, v), n in sorted(tally.items()) if b == backend]
+        if parts:
+            tr.write_line(f"{backend}: " + ", ".join(parts))
+    unavailable = [b for b in s.backends if not b.availability.available]
+    for b in unavailable:
+        tr.write_line(f"{b.name}: not available ({b.availability.detail})")
+    for r in s.records:
+        if r.fixed:
+            tr.write_line(f"FIXED: {r.case_id} on {r.backend} passes; remove its known failure")
+    results = RunResults(
+        settings={"profile": "pytest", "dtypes": list(s.dtypes), "isolated": s.isolate},
+        backends=[backend_entry(b) for b in s.backends],
+        records=s.records,
+    )
+    json_path = config.getoption("conformance_json")
+    if json_path:
+        results.write(Path(json_path))
+        tr.write_line(f"results: {json_path}")
+    report_path = config.getoption("conformance_report")
+    if report_path:
+        from conformance.report import write_report
+
+        write_report(results, Path(report_path))
+        tr.write_line(f"report: {report_path}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _SESSION
+    if _SESSION is not None:
+        _SESSION.close()
+        _SESSION = None

@@ -1,0 +1,57 @@
+"""Conformance tests: every op on every backend, on Hypothesis cases and on the frozen corpus.
+
+Test names carry the op (``test_conv_transpose3d``, ``test_conv_transpose3d_invalid``) and frozen
+cases carry their id, so ``pytest -k conv_transpose3d`` selects one op. Backends come from
+``--conformance-backends`` (default: all known; unavailable ones are skipped with the reason).
+A failure prints the diff summary and a one-line replay command.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+
+from conformance import diff as D
+from conformance.case import OPS
+from conformance.pytest_plugin import session
+from conformance.strategies import invalid_cases, valid_cases
+
+_DTYPES = session().dtypes
+
+
+def _valid_test(op: str):
+    @given(case=valid_cases(op, _DTYPES))
+    def test(backend_name, case, conformance):
+        conformance.check(case, backend_name)
+
+    test.__name__ = test.__qualname__ = f"test_{op}"
+    test.__doc__ = f"Valid {op} cases agree with the reference within the error bound."
+    return test
+
+
+def _invalid_test(op: str):
+    @given(case=invalid_cases(op, _DTYPES))
+    def test(backend_name, case, conformance):
+        rec = conformance.check(case, backend_name)
+        assert rec.verdict in (D.BOTH_REJECTED, D.UNSUPPORTED) or rec.known_failure, rec.summary()
+
+    test.__name__ = test.__qualname__ = f"test_{op}_invalid"
+    test.__doc__ = f"Invalid {op} cases are rejected, as the reference rejects them."
+    return test
+
+
+for _op in OPS:
+    globals()[f"test_{_op}"] = _valid_test(_op)
+    globals()[f"test_{_op}_invalid"] = _invalid_test(_op)
+
+def test_frozen(frozen, backend_name, conformance):
+    """Frozen cases from cases/*.toml (parametrized by the plugin): known failures xfail; a fixed one fails until its
+    known-failures entry is removed."""
+    rec = conformance.run(frozen.case, backend_name)
+    if rec.verdict == D.UNSUPPORTED:
+        pytest.skip(f"unsupported on {backend_name}: {rec.detail}")
+    if rec.known_failure:
+        pytest.xfail(f"known failure ({rec.verdict}): {rec.known_failure}")
+    if rec.fixed:
+        pytest.fail(f"{rec.case_id} passes on {backend_name} now: remove its known-failures entry")
+    assert not rec.failed, "\n" + rec.summary() + f"\n  ({frozen.note})"

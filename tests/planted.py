@@ -1,0 +1,103 @@
+"""Backends with planted bugs, for the harness's own tests (``--plugin tests.planted:BACKENDS``).
+
+Each is the reference with one classic conv_transpose mistake, so the harness must catch it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+from conformance.backends.base import Availability, Backend
+from conformance.case import Case
+from conformance.dtypes import round_to
+from conformance.inputs import Inputs
+from reference.core import conv_general, conv_transpose_general
+from reference.ops import run_op
+
+
+class _Planted(Backend):
+    def probe(self) -> Availability:
+        return Availability(True, "planted bug (test only)")
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        return None if case.transposed else "planted backends only do conv_transpose"
+
+    def reference(self, case: Case, inputs: Inputs, **overrides) -> np.ndarray:
+        params = {**case.params(), **overrides}
+        return run_op(case.op, case.ndim, True, inputs.x, inputs.w, inputs.bias, **params)
+
+
+class OutputPaddingOnWrongSide(_Planted):
+    """Adds the output_padding rows at the low end of each axis instead of the high end."""
+
+    name = "planted-op-low"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        # The unpadded output (possibly empty along an axis), with the padding rows prepended.
+        out = conv_transpose_general(
+            inputs.x,
+            inputs.w,
+            stride=case.stride,
+            padding_lo=case.padding,
+            padding_hi=case.padding,
+            dilation=case.dilation,
+            output_padding=(0,) * case.ndim,
+            groups=case.groups,
+        ).out
+        widths = [(0, 0)] + [(o, 0) for o in case.output_padding] + [(0, 0)]
+        padded = np.pad(out, widths)
+        if inputs.bias is not None:
+            padded = padded + inputs.bias
+        return round_to(padded, case.dtype)
+
+
+class UnflippedWeight(_Planted):
+    """Lowers conv_transpose to a conv over the input-dilated input but forgets to flip the
+    kernel (a correct lowering flips it)."""
+
+    name = "planted-unflipped"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        k_ext = [d * (k - 1) for d, k in zip(case.dilation, case.kernel)]
+        res = conv_general(
+            inputs.x,
+            inputs.w,
+            stride=(1,) * case.ndim,
+            padding_lo=[e - p for e, p in zip(k_ext, case.padding)],
+            padding_hi=[e - p + o for e, p, o in zip(k_ext, case.padding, case.output_padding)],
+            kernel_dilation=case.dilation,
+            input_dilation=case.stride,
+            groups=case.groups,
+            flip=False,
+        )
+        out = res.out + (0 if inputs.bias is None else inputs.bias)
+        return round_to(out, case.dtype)
+
+
+class Crashes(_Planted):
+    """Segfaults on cases with stride 3 in the first axis; the reference otherwise."""
+
+    name = "planted-crash"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        if case.stride[0] == 3:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return round_to(self.reference(case, inputs), case.dtype)
+
+
+class Hangs(_Planted):
+    """Sleeps far past any timeout on cases with batch 2; the reference otherwise."""
+
+    name = "planted-hang"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        if case.batch == 2:
+            time.sleep(3600)
+        return round_to(self.reference(case, inputs), case.dtype)
+
+
+BACKENDS = [OutputPaddingOnWrongSide, UnflippedWeight, Crashes, Hangs]

@@ -1,0 +1,65 @@
+"""The command line, end to end, in subprocesses as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conformance.corpus import load_corpus
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_backends_lists_availability_with_reasons():
+    res = cli("backends")
+    assert res.returncode == 0
+    lines = {line.split()[0]: line for line in res.stdout.splitlines()}
+    assert "available" in lines["numpy-ref"] and "not available" not in lines["numpy-ref"]
+    assert set(lines) >= {"numpy-ref", "mlx-cpu", "mlx-gpu", "torch-cpu", "torch-cuda", "torch-mps"}
+    for name, line in lines.items():
+        if "not available" in line:
+            assert len(line.split("not available", 1)[1].strip()) > 10, line  # says why
+
+
+def test_run_writes_results_and_counts(tmp_path):
+    out = tmp_path / "r.json"
+    res = cli("run", "--ops", "conv1d", "--max-examples", "6", "--backends", "numpy-ref",
+              "--json", str(out), "--no-isolation")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    frozen = [f for f in load_corpus() if f.case.op == "conv1d"]
+    # 6 valid + 6 // 4 invalid generated cases (distinct ids) and the frozen conv1d cases.
+    assert data["settings"]["cases"] == len(data["records"])
+    assert 2 + len(frozen) <= len(data["records"]) <= 6 + 1 + len(frozen)
+    assert {r["case_id"] for r in data["records"]} >= {f.case.id for f in frozen}
+    assert {r["backend"] for r in data["records"]} == {"numpy-ref"}
+    assert {r["verdict"] for r in data["records"]} <= {"pass", "both-rejected"}
+    assert "conv1d" in res.stdout and "cases" in res.stdout
+
+
+def test_replay_of_a_known_upstream_failure():
+    res = cli("replay", "conv_transpose1d-n1-c1x1-s5-k2-st2-p2-f32", "--backends", "numpy-ref,mlx-cpu")
+    assert res.returncode == 0, res.stdout + res.stderr  # known: reported, not a new failure
+    assert "on mlx-cpu: shape-mismatch" in res.stdout
+    assert "known failure:" in res.stdout
+    assert "on numpy-ref: pass" in res.stdout
+
+
+def test_bad_arguments_exit_2_with_a_message():
+    res = cli("run", "--ops", "conv4d")
+    assert res.returncode == 2 and "unknown op conv4d" in res.stderr
+    res = cli("replay", "conv9d-n1-c1x1-s3-k1-f32")
+    assert res.returncode == 2 and "unknown op 'conv9d'" in res.stderr
+    res = cli("replay", "conv1d-n1-c1x1-s3-k1-f32", "--backends", "nope")
+    assert res.returncode == 2 and "unknown backend(s) nope" in res.stderr
