@@ -45,16 +45,34 @@ def _choices(kind: str, allowed: Sequence[str]):
 
 
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backends", type=_csv, help="comma-separated backend names (default: all available)")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE:ATTR",
-                   help="load extra backends (a Backend, a factory or a list); repeatable")
+    p.add_argument(
+        "--backends", type=_csv, help="comma-separated backend names (default: all available)"
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="load extra backends (a Backend, a factory or a list); repeatable",
+    )
     p.add_argument("--tf32", action="store_true", help="allow TF32 in torch-cuda (default: off)")
-    p.add_argument("--no-isolation", action="store_true",
-                   help="run backends in this process (faster; a crashing backend ends the run)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help=f"seconds per case per isolated backend (default {DEFAULT_TIMEOUT:g})")
-    p.add_argument("--tolerance-factor", type=float, default=1.0,
-                   help="c in the error bound c*u*terms*sum|x||w| (default 1)")
+    p.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="run backends in this process (faster; a crashing backend ends the run)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds per case per isolated backend (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--tolerance-factor",
+        type=float,
+        default=1.0,
+        help="c in the error bound c*u*terms*sum|x||w| (default 1)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,17 +83,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run generated and frozen cases on every available backend")
-    run.add_argument("--ops", type=_choices("op", list(OPS)), default=list(OPS),
-                     help=f"comma-separated ops (default: all: {', '.join(OPS)})")
-    run.add_argument("--dtypes", type=_choices("dtype", DTYPES), default=list(DTYPES),
-                     help="comma-separated dtypes (default: float32,float16,bfloat16)")
-    run.add_argument("--max-examples", type=int, default=100,
-                     help="valid cases generated per op (default 100)")
-    run.add_argument("--invalid-examples", type=int, default=None,
-                     help="invalid cases generated per op (default: a quarter of --max-examples)")
+    run.add_argument(
+        "--ops",
+        type=_choices("op", list(OPS)),
+        default=list(OPS),
+        help=f"comma-separated ops (default: all: {', '.join(OPS)})",
+    )
+    run.add_argument(
+        "--dtypes",
+        type=_choices("dtype", DTYPES),
+        default=list(DTYPES),
+        help="comma-separated dtypes (default: float32,float16,bfloat16)",
+    )
+    run.add_argument(
+        "--max-examples", type=int, default=100, help="valid cases generated per op (default 100)"
+    )
+    run.add_argument(
+        "--invalid-examples",
+        type=int,
+        default=None,
+        help="invalid cases generated per op (default: a quarter of --max-examples)",
+    )
     run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generation seed")
-    run.add_argument("--corpus", type=_csv, default=None,
-                     help="frozen corpora from cases/*.toml to run (default: all)")
+    run.add_argument(
+        "--corpus",
+        type=_csv,
+        default=None,
+        help="frozen corpora from cases/*.toml to run (default: all)",
+    )
     run.add_argument("--no-corpus", action="store_true", help="skip the frozen cases")
     run.add_argument("--json", type=Path, help="write the results JSON here")
     run.add_argument("--report", type=Path, help="write the HTML report here")
@@ -106,7 +141,9 @@ def select_backends(args: argparse.Namespace) -> tuple[list[Backend], list[Backe
             print(f"warning: {b.name} is not available: {b.availability.detail}", file=sys.stderr)
     if not args.no_isolation:
         available = [
-            IsolatedBackend(b, plugins=tuple(args.plugin), allow_tf32=args.tf32, timeout=args.timeout)
+            IsolatedBackend(
+                b, plugins=tuple(args.plugin), allow_tf32=args.tf32, timeout=args.timeout
+            )
             for b in available
         ]
     return backends, available
@@ -181,14 +218,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     invalid = args.max_examples // 4 if args.invalid_examples is None else args.invalid_examples
     cases: list[Case] = []
     if not args.no_corpus:
-        cases += [f.case for f in load_corpus(args.corpus) if f.case.op in args.ops
-                  and f.case.dtype in args.dtypes]
+        cases += [
+            f.case
+            for f in load_corpus(args.corpus)
+            if f.case.op in args.ops and f.case.dtype in args.dtypes
+        ]
     cases += generated_cases(
-        args.ops, args.dtypes, valid_per_op=args.max_examples, invalid_per_op=invalid, seed=args.seed
+        args.ops,
+        args.dtypes,
+        valid_per_op=args.max_examples,
+        invalid_per_op=invalid,
+        seed=args.seed,
     )
-    runner = Runner(runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load())
+    runner = Runner(
+        runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
+    )
     print(
-        f"running {len(cases)} cases on {', '.join(b.name for b in runner.backends) or 'no backend'}"
+        f"running {len(cases)} cases on "
+        f"{', '.join(b.name for b in runner.backends) or 'no backend'}"
         f" ({'isolated' if not args.no_isolation else 'in-process'})",
         file=sys.stderr,
     )
@@ -237,7 +284,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     case = parse_id(args.case_id)
     backends, runnable = select_backends(args)
-    runner = Runner(runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load())
+    runner = Runner(
+        runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
+    )
     print(f"case {case.id}")
     for key, value in case.to_dict().items():
         print(f"  {key:<15} {value}")
@@ -250,8 +299,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(r.summary())
         if r.metrics is not None and r.verdict == D.PASS:
             m = r.metrics
-            print(f"  max abs err {m.max_abs_error:.3g}, max ulp {m.max_ulp}, "
-                  f"max err/bound {m.max_error_over_bound:.3g}")
+            print(
+                f"  max abs err {m.max_abs_error:.3g}, max ulp {m.max_ulp}, "
+                f"max err/bound {m.max_error_over_bound:.3g}"
+            )
     for b in backends:
         if not b.availability.available:
             print(f"\nnot available: {b.name}: {b.availability.detail}")

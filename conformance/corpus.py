@@ -12,9 +12,10 @@ Files are data: parsed with ``tomllib`` and schema-checked; errors name the file
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from conformance.case import Case, parse_id
 

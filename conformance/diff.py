@@ -150,8 +150,14 @@ class Diff:
     detail: str = ""
 
 
-def _worst(case: Case, got: np.ndarray, want: np.ndarray, err: np.ndarray, bound: np.ndarray,
-           ulp: np.ndarray) -> WorstElement | None:
+def _worst(
+    case: Case,
+    got: np.ndarray,
+    want: np.ndarray,
+    err: np.ndarray,
+    bound: np.ndarray,
+    ulp: np.ndarray,
+) -> WorstElement | None:
     if err.size == 0:
         return None
     ratio = err / bound
@@ -237,7 +243,8 @@ def describe_pattern(case: Case, over: np.ndarray) -> str | None:
             phases = np.unique(pos % s)
             if len(phases) < s:
                 notes.append(
-                    f"only positions = {_short_list(phases)} (mod stride {s}) along spatial axis {axis}"
+                    f"only positions = {_short_list(phases)} (mod stride {s}) "
+                    f"along spatial axis {axis}"
                 )
     frac = over.mean()
     head = f"{frac:.1%} of elements over tolerance"
@@ -260,7 +267,10 @@ def precision_hint(case: Case, err: np.ndarray, ref: ConvResult, tol: Tolerance)
     candidates: list[tuple[str, np.ndarray]] = []
     if case.dtype == "float32":
         candidates += [
-            ("TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)", (2 * utf + n * u32) * s),
+            (
+                "TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)",
+                (2 * utf + n * u32) * s,
+            ),
             ("bfloat16-rounded inputs with float32 accumulation", (2 * ubf + n * u32) * s),
             ("float16 accumulation", n * u16 * s),
             ("bfloat16 accumulation", n * ubf * s),
@@ -336,7 +346,8 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
             NAN_INF_MISMATCH,
             metrics,
             f"{int(mismatch.sum())} element(s) non-finite in only one of got/want; first at "
-            f"{tuple(int(i) for i in where)}: got {got64[tuple(where)]}, want {want_rounded[tuple(where)]}",
+            f"{tuple(int(i) for i in where)}: got {got64[tuple(where)]}, "
+            f"want {want_rounded[tuple(where)]}",
         )
     if over.any():
         return Diff(VALUE_MISMATCH, metrics, f"{metrics.over_tolerance} element(s) over tolerance")

@@ -58,7 +58,9 @@ class RemoteError(Exception):
         super().__init__(message)
 
 
-def _worker_main(conn, name: str, plugins: tuple[str, ...], allow_tf32: bool, stderr_path: str) -> None:
+def _worker_main(
+    conn, name: str, plugins: tuple[str, ...], allow_tf32: bool, stderr_path: str
+) -> None:
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 2)
     # Several workers share the cores and take turns; OpenMP threads that spin while their
@@ -104,7 +106,9 @@ class IsolatedBackend(Backend):
         self.timeout = timeout
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
-        self._stderr = Path(tempfile.mkstemp(prefix=f"convcheck-{inner.name}-", suffix=".stderr")[1])
+        self._stderr = Path(
+            tempfile.mkstemp(prefix=f"convcheck-{inner.name}-", suffix=".stderr")[1]
+        )
 
     def probe(self) -> Availability:
         return self.inner.availability

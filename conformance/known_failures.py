@@ -25,11 +25,12 @@ marked ``fixed``, so an upstream fix shows up; remove the entry then.
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import tomllib
 
 from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
@@ -87,7 +88,9 @@ def _any_axis(case: Case, test) -> bool:
 
 #: Named case predicates that ``when`` may use (extend here, with a docstring-quality name).
 PREDICATES: dict[str, Callable[[Case], bool]] = {
-    "padding_exceeds_dilated_kernel": lambda c: _any_axis(c, lambda s, k, st, p, d, o: p > d * (k - 1)),
+    "padding_exceeds_dilated_kernel": lambda c: _any_axis(
+        c, lambda s, k, st, p, d, o: p > d * (k - 1)
+    ),
     "one_input_channel_per_group": lambda c: c.groups >= 1 and c.in_channels // c.groups == 1,
     "groups_below_one": lambda c: c.groups < 1,
     "unit_last_axis_padded": lambda c: (

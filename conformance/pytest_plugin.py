@@ -102,13 +102,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("convcheck", "convcheck conformance")
     group.addoption("--conformance-backends", default=None, help="comma-separated backend names")
     group.addoption("--conformance-dtypes", default=None, help="comma-separated case dtypes")
-    group.addoption("--conformance-plugin", action="append", default=[], metavar="MODULE:ATTR",
-                    help="extra backends to load (repeatable)")
+    group.addoption(
+        "--conformance-plugin",
+        action="append",
+        default=[],
+        metavar="MODULE:ATTR",
+        help="extra backends to load (repeatable)",
+    )
     group.addoption("--isolate", action="store_true", help="run backends in worker processes")
-    group.addoption("--conformance-json", default=None, metavar="PATH",
-                    help="write the records seen as a results JSON")
-    group.addoption("--conformance-report", default=None, metavar="FILE.html",
-                    help="write an HTML report of the records seen")
+    group.addoption(
+        "--conformance-json",
+        default=None,
+        metavar="PATH",
+        help="write the records seen as a results JSON",
+    )
+    group.addoption(
+        "--conformance-report",
+        default=None,
+        metavar="FILE.html",
+        help="write an HTML report of the records seen",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,11 +4,13 @@
 ``templates/report.html.j2`` with autoescaping on: every string from the results is escaped.
 Styles and the small filter script are inlined; the page fetches nothing.
 
-Size is bounded for large runs: every new failure gets a row (id, metrics, replay command), but
-full detail cards (parameters, metrics, worst element, heatmap) go only to the smallest
-``max_group_details`` cases of each failure group, at most ``max_failure_details`` in all;
-passing records get rows and details for a sample of ``max_passing_details`` and are otherwise
-only counted in the matrix.
+Size is bounded for large runs (10,000 records give about 3 MB): every record that is not a
+pass gets a row in the case list, and each failure group lists up to 100 of its cases with
+replay commands; full detail cards (parameters, metrics, worst element, heatmap) go only to the
+smallest ``max_group_details`` cases of each group, at most ``max_failure_details`` in all, and
+heatmaps stop at :data:`HEATMAP_CELL_BUDGET` cells. Passing records get rows and details for a
+sample of ``max_passing_details`` (spread over op, backend and dtype) and are otherwise only
+counted in the matrix.
 """
 
 from __future__ import annotations

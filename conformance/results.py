@@ -156,13 +156,17 @@ class RunResults:
                 raise ValueError(f"{source}: {where} is missing field '{key}'")
             value = obj[key]
             if not isinstance(value, kind):
-                raise ValueError(f"{source}: {where}.{key} has the wrong type ({type(value).__name__})")
+                raise ValueError(
+                    f"{source}: {where}.{key} has the wrong type ({type(value).__name__})"
+                )
             return value
 
         if not isinstance(data, dict):
             raise ValueError(f"{source}: top level must be an object")
         if data.get("schema") != SCHEMA:
-            raise ValueError(f"{source}: field 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}")
+            raise ValueError(
+                f"{source}: field 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}"
+            )
         created = need(data, "created", str, "results")
         env = need(data, "environment", dict, "results")
         settings = need(data, "settings", dict, "results")

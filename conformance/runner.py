@@ -71,7 +71,8 @@ class Record:
                 w = m.worst
                 lines.append(
                     f"  worst: batch {w.batch}, position {w.position}, channel {w.channel}: "
-                    f"got {w.got:.8g}, want {w.want:.8g} (|err| {w.abs_error:.3g}, bound {w.bound:.3g})"
+                    f"got {w.got:.8g}, want {w.want:.8g} "
+                    f"(|err| {w.abs_error:.3g}, bound {w.bound:.3g})"
                 )
             if m.pattern:
                 lines.append(f"  pattern: {m.pattern}")
@@ -129,8 +130,13 @@ class Runner:
             yield from self.run_case(case)
 
     def _run_backend(self, case, inputs, ref, ref_error, backend: Backend) -> Record:
-        base = {"case_id": case.id, "backend": backend.name, "case": case.to_dict(),
-                "reference_error": ref_error, "plugin": getattr(backend, "plugin_spec", None)}
+        base = {
+            "case_id": case.id,
+            "backend": backend.name,
+            "case": case.to_dict(),
+            "reference_error": ref_error,
+            "plugin": getattr(backend, "plugin_spec", None),
+        }
         reason = backend.unsupported_reason(case)
         if reason is not None:
             return Record(verdict=D.UNSUPPORTED, detail=reason, **base)
@@ -149,27 +155,47 @@ class Runner:
             got = backend.run(case, inputs)
         except (WorkerCrashed, WorkerTimeout) as exc:
             verdict = D.CRASHED if isinstance(exc, WorkerCrashed) else D.TIMEOUT
-            rec = Record(verdict=verdict, detail=str(exc), seconds=time.perf_counter() - start,
-                         error_type=type(exc).__name__, error_message=str(exc), **base)
+            rec = Record(
+                verdict=verdict,
+                detail=str(exc),
+                seconds=time.perf_counter() - start,
+                error_type=type(exc).__name__,
+                error_message=str(exc),
+                **base,
+            )
             return self._with_known(rec)
         except Exception as exc:  # every backend error is data
             seconds = time.perf_counter() - start
             verdict = D.BOTH_REJECTED if ref_error else D.RAISED
             message = str(exc).strip() or repr(exc)
             type_name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
-            rec = Record(verdict=verdict, detail=f"{type_name}: {message}",
-                         seconds=seconds, error_type=type_name,
-                         error_message=message, **base)
+            rec = Record(
+                verdict=verdict,
+                detail=f"{type_name}: {message}",
+                seconds=seconds,
+                error_type=type_name,
+                error_message=message,
+                **base,
+            )
             return self._with_known(rec)
         seconds = time.perf_counter() - start
         if ref_error is not None:
             shape = getattr(got, "shape", None)
-            rec = Record(verdict=D.ACCEPTED_INVALID, seconds=seconds,
-                         detail=f"returned an output of shape {shape} for an invalid case", **base)
+            rec = Record(
+                verdict=D.ACCEPTED_INVALID,
+                seconds=seconds,
+                detail=f"returned an output of shape {shape} for an invalid case",
+                **base,
+            )
             return self._with_known(rec)
         result = D.compare(case, got, ref, self.tolerance)
-        rec = Record(verdict=result.verdict, detail=result.detail, seconds=seconds,
-                     metrics=result.metrics, **base)
+        rec = Record(
+            verdict=result.verdict,
+            detail=result.detail,
+            seconds=seconds,
+            metrics=result.metrics,
+            **base,
+        )
         return self._with_known(rec)
 
     def _with_known(self, rec: Record) -> Record:

@@ -98,7 +98,9 @@ def invalid_cases(draw: st.DrawFn, op: str, dtypes: tuple[str, ...] = DTYPES) ->
         return replace(case, stride=_set(case.stride, axis, bad), output_padding=(0,) * case.ndim)
     if rule == "dilation":
         bad = draw(st.integers(-1, 0))
-        return replace(case, dilation=_set(case.dilation, axis, bad), output_padding=(0,) * case.ndim)
+        return replace(
+            case, dilation=_set(case.dilation, axis, bad), output_padding=(0,) * case.ndim
+        )
     if rule == "padding":
         return replace(case, padding=_set(case.padding, axis, -draw(st.integers(1, 2))))
     if rule == "output_padding":

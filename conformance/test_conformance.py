@@ -44,9 +44,10 @@ for _op in OPS:
     globals()[f"test_{_op}"] = _valid_test(_op)
     globals()[f"test_{_op}_invalid"] = _invalid_test(_op)
 
+
 def test_frozen(frozen, backend_name, conformance):
-    """Frozen cases from cases/*.toml (parametrized by the plugin): known failures xfail; a fixed one fails until its
-    known-failures entry is removed."""
+    """Frozen cases from cases/*.toml (parametrized by the plugin): known failures xfail; a
+    fixed one fails until its known-failures entry is removed."""
     rec = conformance.run(frozen.case, backend_name)
     if rec.verdict == D.UNSUPPORTED:
         pytest.skip(f"unsupported on {backend_name}: {rec.detail}")

@@ -91,41 +91,137 @@ def run_op(
 
 def conv1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, with_bound=False):
     """1-D convolution (``nn.Conv1d`` forward when ``bias`` is given). x: (N, L, C_in)."""
-    return run_op("conv1d", 1, False, x, w, bias, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, with_bound=with_bound)
+    return run_op(
+        "conv1d",
+        1,
+        False,
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        with_bound=with_bound,
+    )
 
 
 def conv2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, with_bound=False):
     """2-D convolution. x: (N, H, W, C_in), w: (C_out, KH, KW, C_in/groups)."""
-    return run_op("conv2d", 2, False, x, w, bias, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, with_bound=with_bound)
+    return run_op(
+        "conv2d",
+        2,
+        False,
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        with_bound=with_bound,
+    )
 
 
 def conv3d(x, w, bias=None, *, stride=1, padding=0, dilation=1, groups=1, with_bound=False):
     """3-D convolution. x: (N, D, H, W, C_in), w: (C_out, KD, KH, KW, C_in/groups)."""
-    return run_op("conv3d", 3, False, x, w, bias, stride=stride, padding=padding,
-                  dilation=dilation, groups=groups, with_bound=with_bound)
+    return run_op(
+        "conv3d",
+        3,
+        False,
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        with_bound=with_bound,
+    )
 
 
-def conv_transpose1d(x, w, bias=None, *, stride=1, padding=0, dilation=1, output_padding=0,
-                     groups=1, with_bound=False):
+def conv_transpose1d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    output_padding=0,
+    groups=1,
+    with_bound=False,
+):
     """1-D transposed convolution. x: (N, L, C_in), w: (C_out, K, C_in/groups)."""
-    return run_op("conv_transpose1d", 1, True, x, w, bias, stride=stride, padding=padding,
-                  dilation=dilation, output_padding=output_padding, groups=groups,
-                  with_bound=with_bound)
+    return run_op(
+        "conv_transpose1d",
+        1,
+        True,
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        output_padding=output_padding,
+        groups=groups,
+        with_bound=with_bound,
+    )
 
 
-def conv_transpose2d(x, w, bias=None, *, stride=1, padding=0, dilation=1, output_padding=0,
-                     groups=1, with_bound=False):
+def conv_transpose2d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    output_padding=0,
+    groups=1,
+    with_bound=False,
+):
     """2-D transposed convolution. x: (N, H, W, C_in), w: (C_out, KH, KW, C_in/groups)."""
-    return run_op("conv_transpose2d", 2, True, x, w, bias, stride=stride, padding=padding,
-                  dilation=dilation, output_padding=output_padding, groups=groups,
-                  with_bound=with_bound)
+    return run_op(
+        "conv_transpose2d",
+        2,
+        True,
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        output_padding=output_padding,
+        groups=groups,
+        with_bound=with_bound,
+    )
 
 
-def conv_transpose3d(x, w, bias=None, *, stride=1, padding=0, dilation=1, output_padding=0,
-                     groups=1, with_bound=False):
+def conv_transpose3d(
+    x,
+    w,
+    bias=None,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    output_padding=0,
+    groups=1,
+    with_bound=False,
+):
     """3-D transposed convolution. x: (N, D, H, W, C_in), w: (C_out, KD, KH, KW, C_in/groups)."""
-    return run_op("conv_transpose3d", 3, True, x, w, bias, stride=stride, padding=padding,
-                  dilation=dilation, output_padding=output_padding, groups=groups,
-                  with_bound=with_bound)
+    return run_op(
+        "conv_transpose3d",
+        3,
+        True,
+        x,
+        w,
+        bias,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        output_padding=output_padding,
+        groups=groups,
+        with_bound=with_bound,
+    )

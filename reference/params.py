@@ -118,7 +118,8 @@ def check_shapes(
     op, nd = p.op, p.ndim
     if len(x_shape) != nd + 2:
         raise ValueError(
-            f"{op}: input must have rank {nd + 2} (N, {nd} spatial, C_in), got shape {tuple(x_shape)}"
+            f"{op}: input must have rank {nd + 2} (N, {nd} spatial, C_in), "
+            f"got shape {tuple(x_shape)}"
         )
     if len(w_shape) != nd + 2:
         raise ValueError(
@@ -136,13 +137,9 @@ def check_shapes(
     if c_out < 1:
         raise ValueError(f"{op}: output channels must be >= 1, got {c_out}")
     if c_in % p.groups:
-        raise ValueError(
-            f"{op}: groups ({p.groups}) must divide input channels ({c_in})"
-        )
+        raise ValueError(f"{op}: groups ({p.groups}) must divide input channels ({c_in})")
     if c_out % p.groups:
-        raise ValueError(
-            f"{op}: groups ({p.groups}) must divide output channels ({c_out})"
-        )
+        raise ValueError(f"{op}: groups ({p.groups}) must divide output channels ({c_out})")
     if c_in_g != c_in // p.groups:
         raise ValueError(
             f"{op}: weight's last dimension must be C_in/groups = {c_in // p.groups}, got {c_in_g}"

@@ -17,7 +17,11 @@ def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "conformance", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -27,15 +31,25 @@ def test_backends_lists_availability_with_reasons():
     lines = {line.split()[0]: line for line in res.stdout.splitlines()}
     assert "available" in lines["numpy-ref"] and "not available" not in lines["numpy-ref"]
     assert set(lines) >= {"numpy-ref", "mlx-cpu", "mlx-gpu", "torch-cpu", "torch-cuda", "torch-mps"}
-    for name, line in lines.items():
+    for line in lines.values():
         if "not available" in line:
             assert len(line.split("not available", 1)[1].strip()) > 10, line  # says why
 
 
 def test_run_writes_results_and_counts(tmp_path):
     out = tmp_path / "r.json"
-    res = cli("run", "--ops", "conv1d", "--max-examples", "6", "--backends", "numpy-ref",
-              "--json", str(out), "--no-isolation")
+    res = cli(
+        "run",
+        "--ops",
+        "conv1d",
+        "--max-examples",
+        "6",
+        "--backends",
+        "numpy-ref",
+        "--json",
+        str(out),
+        "--no-isolation",
+    )
     assert res.returncode == 0, res.stderr
     data = json.loads(out.read_text())
     frozen = [f for f in load_corpus() if f.case.op == "conv1d"]
@@ -49,7 +63,9 @@ def test_run_writes_results_and_counts(tmp_path):
 
 
 def test_replay_of_a_known_upstream_failure():
-    res = cli("replay", "conv_transpose1d-n1-c1x1-s5-k2-st2-p2-f32", "--backends", "numpy-ref,mlx-cpu")
+    res = cli(
+        "replay", "conv_transpose1d-n1-c1x1-s5-k2-st2-p2-f32", "--backends", "numpy-ref,mlx-cpu"
+    )
     assert res.returncode == 0, res.stdout + res.stderr  # known: reported, not a new failure
     assert "on mlx-cpu: shape-mismatch" in res.stdout
     assert "known failure:" in res.stdout

@@ -51,17 +51,24 @@ def _record(case_id: str, verdict: str, **kw) -> Record:
 
 
 def test_entries_match_on_verdict_predicate_and_messages(tmp_path):
-    write(tmp_path, "planted-unflipped", """
+    write(
+        tmp_path,
+        "planted-unflipped",
+        """
 [[failure]]
 match = "conv_transpose*"
 verdict = "raised"
 error = "*negative padding*"
 when = "padding_exceeds_dilated_kernel"
 reason = "raises on padding beyond the kernel extent"
-""")
+""",
+    )
     known = KnownFailures.load(tmp_path)
-    hit = _record("conv_transpose1d-n1-c1x1-s5-k2-st2-p2-f32", D.RAISED,
-                  error_message="got negative padding -1")
+    hit = _record(
+        "conv_transpose1d-n1-c1x1-s5-k2-st2-p2-f32",
+        D.RAISED,
+        error_message="got negative padding -1",
+    )
     assert known.lookup(hit) is not None
     # Each narrowing field on its own rules the entry out.
     from dataclasses import replace
@@ -76,7 +83,10 @@ reason = "raises on padding beyond the kernel extent"
 def test_known_failure_is_kept_visible_and_a_fix_is_reported(tmp_path):
     failing = "conv_transpose1d-n1-c1x2-s3-k3-st2-f32"
     passing = "conv_transpose1d-n1-c1x2-s3-k1-st2-f32"  # one tap: nothing to flip
-    write(tmp_path, "planted-unflipped", f"""
+    write(
+        tmp_path,
+        "planted-unflipped",
+        f"""
 [[failure]]
 case = "{failing}"
 reason = "forgets to flip the kernel"
@@ -84,7 +94,8 @@ reason = "forgets to flip the kernel"
 [[failure]]
 case = "{passing}"
 reason = "was listed, but a 1-tap kernel cannot show the bug"
-""")
+""",
+    )
     runner = Runner([UnflippedWeight()], known=KnownFailures.load(tmp_path))
     (bad,) = runner.run_case(parse_id(failing))
     (good,) = runner.run_case(parse_id(passing))

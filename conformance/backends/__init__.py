@@ -71,7 +71,5 @@ def resolve(
     wanted = list(names)
     unknown = [n for n in wanted if n not in by_name]
     if unknown:
-        raise ValueError(
-            f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(by_name)}"
-        )
+        raise ValueError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
     return [by_name[n] for n in wanted]

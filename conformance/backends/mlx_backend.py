@@ -51,7 +51,9 @@ class MLXBackend(Backend):
         if self.device == "gpu":
             kind = _gpu_kind(mx)
             if kind is None:
-                return Availability(False, "MLX has no GPU backend here (needs Metal or CUDA)", versions)
+                return Availability(
+                    False, "MLX has no GPU backend here (needs Metal or CUDA)", versions
+                )
             return Availability(True, f"MLX GPU ({kind})", versions)
         return Availability(True, "MLX CPU backend", versions)
 

@@ -70,7 +70,9 @@ class TorchBackend(Backend):
         self, device: str, *, memory_format: str = "contiguous", allow_tf32: bool = False
     ) -> None:
         if memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
+            raise ValueError(
+                f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}"
+            )
         self.device = device
         self.memory_format = memory_format
         self.allow_tf32 = allow_tf32
@@ -95,14 +97,18 @@ class TorchBackend(Backend):
             return Availability(True, detail, versions)
         if self.device == "mps":
             if not torch.backends.mps.is_available():
-                return Availability(False, "PyTorch has no MPS device here (Apple silicon only)", versions)
+                return Availability(
+                    False, "PyTorch has no MPS device here (Apple silicon only)", versions
+                )
             return Availability(True, "Apple MPS", versions)
         return Availability(True, f"CPU, {torch.get_num_threads()} threads", versions)
 
     def _torch_dtype(self, dtype: str):
         import torch
 
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
+            dtype
+        ]
 
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
         import torch
