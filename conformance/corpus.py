@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import tomllib
-
 from conformance.case import Case, parse_id
+from conformance.tomlfile import read_entries
 
 CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
 
@@ -30,34 +29,17 @@ class FrozenCase:
 
 
 def parse_corpus(path: Path) -> list[FrozenCase]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"case", "source", "description"}
-    if unknown:
-        raise ValueError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown))}")
-    items = data.get("case", [])
-    if not isinstance(items, list):
-        raise ValueError(f"{path}: 'case' must be an array of tables ([[case]])")
     out = []
-    for i, item in enumerate(items):
-        where = f"{path}: case #{i + 1}"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: must be a table")
-        extra = set(item) - {"id", "note"}
-        if extra:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
-        case_id, note = item.get("id"), item.get("note", "")
-        if not isinstance(case_id, str):
-            raise ValueError(f"{where}: 'id' must be a string")
-        if not isinstance(note, str):
-            raise ValueError(f"{where}: 'note' must be a string")
+    for i, (where, item) in enumerate(
+        read_entries(path, "case", ("id", "note"), top_level=("source", "description"))
+    ):
+        if "id" not in item:
+            raise ValueError(f"{where}: 'id' is required")
         try:
-            case = parse_id(case_id)
+            case = parse_id(item["id"])
         except ValueError as exc:
             raise ValueError(f"{where}: 'id': {exc}") from None
-        out.append(FrozenCase(case, note, f"{path.name}#{i + 1}"))
+        out.append(FrozenCase(case, item.get("note", ""), f"{path.name}#{i + 1}"))
     return out
 
 

@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import tomllib
-
 from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
+from conformance.tomlfile import read_entries
 
 if TYPE_CHECKING:
     from conformance.runner import Record
@@ -129,31 +128,11 @@ _STRING_FIELDS = ("case", "match", "verdict", "hint", "error", "reference_error"
 def parse_file(path: Path) -> list[KnownFailure]:
     """Parse and schema-check one file; errors name the file, the entry and the field."""
     backend = path.stem
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    unknown_top = set(data) - {"failure"}
-    if unknown_top:
-        raise ValueError(f"{path}: unknown top-level key(s) {', '.join(sorted(unknown_top))}")
-    items = data.get("failure", [])
-    if not isinstance(items, list):
-        raise ValueError(f"{path}: 'failure' must be an array of tables ([[failure]])")
     out = []
-    for i, item in enumerate(items):
-        where = f"{path}: failure #{i + 1}"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: must be a table")
-        unknown = set(item) - {*_STRING_FIELDS}
-        if unknown:
-            raise ValueError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    for where, item in read_entries(path, "failure", _STRING_FIELDS):
         case, match = item.get("case"), item.get("match")
         if (case is None) == (match is None):
             raise ValueError(f"{where}: give exactly one of 'case' (an id) or 'match' (a glob)")
-        for field_name in _STRING_FIELDS:
-            value = item.get(field_name)
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{where}: '{field_name}' must be a string")
         reason = item.get("reason")
         if not reason:
             raise ValueError(f"{where}: 'reason' is required")
