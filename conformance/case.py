@@ -41,7 +41,10 @@ OPS: dict[str, tuple[int, bool]] = {
 def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         return (value,) * ndim
-    items = tuple(value)  # type: ignore[arg-type]
+    try:
+        items = tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ValueError(f"Case.{name} must be an int or {ndim} ints, got {value!r}") from None
     if len(items) != ndim or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
         raise ValueError(f"Case.{name} must be an int or {ndim} ints, got {value!r}")
     return items
@@ -84,6 +87,8 @@ class Case:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"Case.{name} must be an int, got {value!r}")
+        if not self.transposed and any(self.output_padding):
+            raise ValueError(f"Case.output_padding applies only to transposed ops, not {self.op}")
         if self.seed < 0:
             raise ValueError(f"Case.seed must be >= 0, got {self.seed}")
         check_dtype(self.dtype)
@@ -215,32 +220,38 @@ def parse_id(text: str) -> Case:
     bias = False
     dtype = None
     seed = 0
-    order = {name: i for i, name in enumerate(_TOKEN_ORDER)}
-    last = -1
+    # Every token has a rank; ranks must strictly increase (fixed order, nothing twice).
+    rank = {name: i for i, name in enumerate((*_TOKEN_ORDER, "bias", "dtype", "seed"))}
+    last_rank, last_tok = -1, op
     for tok in parts[1:]:
-        if tok in FROM_SHORT:
-            if dtype is not None:
-                raise ValueError(f"case id {text!r}: dtype given twice")
-            dtype = FROM_SHORT[tok]
-            continue
-        if tok == "bias":
-            bias = True
-            continue
         m = _TOKEN_RE.match(tok)
-        if not m:
+        if tok in FROM_SHORT:
+            kind = "dtype"
+        elif tok == "bias":
+            kind = "bias"
+        elif m:
+            kind = m.group(1)
+        else:
             raise ValueError(f"case id {text!r}: cannot parse token {tok!r}")
-        name, nums = m.group(1), _parse_ints(m.group(2))
-        if name == "seed":
+        what = f"field {kind!r}" if kind in _TOKEN_ORDER else kind
+        if rank[kind] == last_rank:
+            raise ValueError(f"case id {text!r}: {what} given twice ({last_tok!r}, {tok!r})")
+        if rank[kind] < last_rank:
+            if kind in _TOKEN_ORDER and last_rank >= rank["bias"]:
+                raise ValueError(f"case id {text!r}: token {tok!r} must come before bias and dtype")
+            raise ValueError(f"case id {text!r}: {what} out of order (after {last_tok!r})")
+        last_rank, last_tok = rank[kind], tok
+        if kind == "dtype":
+            dtype = FROM_SHORT[tok]
+        elif kind == "bias":
+            bias = True
+        elif kind == "seed":
+            nums = _parse_ints(m.group(2))
+            if len(nums) != 1:
+                raise ValueError(f"case id {text!r}: seed takes one value, got {tok!r}")
             seed = nums[0]
-            continue
-        if dtype is not None or bias:
-            raise ValueError(f"case id {text!r}: token {tok!r} must come before bias and dtype")
-        if name in values:
-            raise ValueError(f"case id {text!r}: field {name!r} given twice")
-        if order[name] < last:
-            raise ValueError(f"case id {text!r}: field {name!r} out of order")
-        last = order[name]
-        values[name] = nums
+        else:
+            values[kind] = _parse_ints(m.group(2))
     missing = [n for n in ("n", "c", "s", "k") if n not in values]
     if missing:
         raise ValueError(f"case id {text!r}: missing field(s) {', '.join(missing)}")

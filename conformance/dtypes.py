@@ -48,23 +48,29 @@ def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
     """Round ``values`` to ``dtype`` once (nearest even); the result is a float32 array."""
     check_dtype(dtype)
     v = np.asarray(values)
-    if dtype == "float16":
-        with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
+        if dtype == "float16":
             return v.astype(np.float16).astype(np.float32)
-    if dtype == "bfloat16":
-        # float64 -> float32 -> bfloat16 can double-round. Round to float32 by round-to-odd
-        # (truncate, then set the last bit if inexact), which makes the second rounding exact.
-        v64 = v.astype(np.float64)
-        v32 = v64.astype(np.float32)
-        with np.errstate(invalid="ignore"):
-            inexact = np.isfinite(v32) & (v32.astype(np.float64) != v64)
-            overshoot = inexact & (np.abs(v32.astype(np.float64)) > np.abs(v64))
-        bits = v32.view(np.uint32)
-        bits = np.where(overshoot, bits - np.uint32(1), bits)
-        bits = np.where(inexact, bits | np.uint32(1), bits)
-        v32 = bits.astype(np.uint32).view(np.float32)
-        return _round_bfloat16(v32)
-    return v.astype(np.float32)
+        if dtype == "bfloat16":
+            return _round_bfloat16_from(v).reshape(v.shape)
+        return v.astype(np.float32)
+
+
+def _round_bfloat16_from(v: np.ndarray) -> np.ndarray:
+    """Correctly rounded bfloat16 of any float input, as float32.
+
+    float64 -> float32 -> bfloat16 can round twice. Rounding to float32 by round-to-odd
+    (truncate, then set the last bit if inexact) makes the second rounding exact.
+    """
+    v64 = np.atleast_1d(v.astype(np.float64))
+    v32 = v64.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        inexact = np.isfinite(v32) & (v32.astype(np.float64) != v64)
+        overshoot = inexact & (np.abs(v32.astype(np.float64)) > np.abs(v64))
+    bits = v32.view(np.uint32)
+    bits = np.where(overshoot, bits - np.uint32(1), bits)
+    bits = np.where(inexact, bits | np.uint32(1), bits)
+    return _round_bfloat16(bits.astype(np.uint32).view(np.float32))
 
 
 def _ordered_bits(values32: np.ndarray, dtype: str) -> np.ndarray:

@@ -122,7 +122,7 @@ class RunResults:
     records: list[Record] = field(default_factory=list)
     environment: dict[str, object] = field(default_factory=environment)
     created: str = field(
-        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     )
 
     def to_json(self) -> dict[str, object]:

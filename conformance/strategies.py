@@ -102,7 +102,11 @@ def invalid_cases(draw: st.DrawFn, op: str, dtypes: tuple[str, ...] = DTYPES) ->
             case, dilation=_set(case.dilation, axis, bad), output_padding=(0,) * case.ndim
         )
     if rule == "padding":
-        return replace(case, padding=_set(case.padding, axis, -draw(st.integers(1, 2))))
+        bad = draw(st.integers(1, 2))
+        # Grow the input by what the padding no longer adds and what the negative padding crops,
+        # so only the padding rule breaks.
+        grown = _set(case.spatial, axis, case.spatial[axis] + 2 * (case.padding[axis] + bad))
+        return replace(case, padding=_set(case.padding, axis, -bad), spatial=grown)
     if rule == "output_padding":
         limit = max(case.stride[axis], case.dilation[axis])
         bad = limit + draw(st.integers(0, 1))
