@@ -118,7 +118,9 @@ class DiffMetrics:
     pattern: str | None = None
     precision_hint: str | None = None
     #: For failing outputs: |err| / bound on a 2-D slice through the worst element (max-pooled to
-    #: at most ERROR_MAP_MAX per side), rows x columns as named by ``error_map_axes``.
+    #: at most ERROR_MAP_MAX per side), rows x columns as named by ``error_map_axes``. A
+    #: non-finite mismatch is written as 1e300 (JSON has no infinity); readers treat >= 1e299
+    #: as "non-finite".
     error_map: list[list[float]] | None = None
     error_map_axes: tuple[str, str] | None = None
 

@@ -4,13 +4,16 @@
 ``templates/report.html.j2`` with autoescaping on: every string from the results is escaped.
 Styles and the small filter script are inlined; the page fetches nothing.
 
-Size is bounded for large runs (10,000 records give about 3 MB): every record that is not a
-pass gets a row in the case list, and each failure group lists up to 100 of its cases with
-replay commands; full detail cards (parameters, metrics, worst element, heatmap) go only to the
-smallest ``max_group_details`` cases of each group, at most ``max_failure_details`` in all, and
-heatmaps stop at :data:`HEATMAP_CELL_BUDGET` cells. Passing records get rows and details for a
-sample of ``max_passing_details`` (spread over op, backend and dtype) and are otherwise only
-counted in the matrix.
+Size is bounded for runs of any length (10,000 records give about 2.5 MB, 5 MB at most):
+
+* the case list has a row for every record that is not a pass, failures first, up to
+  ``max_case_rows``, and a sample of ``max_passing_details`` passing records (spread over op,
+  backend and dtype) with their details; other records are only counted in the matrix;
+* full detail cards (parameters, metrics, worst element, heatmap) go to the smallest
+  ``max_group_details`` cases of each failure group, ``max_failure_details`` in all; heatmaps
+  stop at :data:`HEATMAP_CELL_BUDGET` cells;
+* each failure or known-failure group lists up to :data:`MAX_GROUP_ROWS` more cases with their
+  replay commands, :data:`GROUP_ROW_BUDGET` in all.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ from conformance import report_model as M
 from conformance.results import SCHEMA, RunResults, counts
 from conformance.runner import Record
 
-#: Heatmap cells in one report at most (about 25 bytes each); later cards go without.
-HEATMAP_CELL_BUDGET = 60_000
+#: Size limits that keep a report of any run small (a few MB at most); see the module docstring.
+#: Heatmap cells in one report (about 25 bytes each); later cards go without.
+HEATMAP_CELL_BUDGET = 30_000
+#: Rows (with a replay command, about 450 bytes) per failure or known-failure group, and in all.
+MAX_GROUP_ROWS = 50
+GROUP_ROW_BUDGET = 1500
+#: Records listed per kind of change in the comparison.
+MAX_CHANGES_LISTED = 300
 
 
 @lru_cache(maxsize=1)
@@ -145,6 +154,7 @@ def _context(
     max_passing_details: int,
     max_group_details: int,
     max_failure_details: int,
+    max_case_rows: int,
 ) -> dict[str, object]:
     records = results.records
     backends = _backend_names(results)
@@ -166,28 +176,36 @@ def _context(
     def change_of(r: Record) -> M.Change | None:
         return changes.get((r.case_id, r.backend))
 
-    # Full detail cards: the smallest cases of each failure group, within a total budget.
-    budget = max_failure_details
+    # Full detail cards for the smallest cases of each failure group, then rows (with replay
+    # commands) for the next ones; both within a total budget.
+    cards_left, rows_left = max_failure_details, GROUP_ROW_BUDGET
     failure_groups = []
     for g in M.group_failures(records, backends):
-        cards = g.records[: max(0, min(max_group_details, budget))]
-        budget -= len(cards)
+        cards = g.records[: max(0, min(max_group_details, cards_left))]
+        rest = g.records[len(cards) :]
+        rows = rest[: max(0, min(MAX_GROUP_ROWS, rows_left))]
+        cards_left -= len(cards)
+        rows_left -= len(rows)
         kinds = sorted({c.kind for r in g.records if (c := change_of(r)) is not None})
         failure_groups.append(
-            {"group": g, "cards": cards, "rest": g.records[len(cards) :], "changes": kinds}
+            {"group": g, "cards": cards, "rest": rest, "rows": rows, "changes": kinds}
         )
     detailed = {anchor(r) for fg in failure_groups for r in fg["cards"]}
+    known_groups = []
+    for g in M.group_known(records):
+        rows = g.records[: max(0, min(MAX_GROUP_ROWS, rows_left))]
+        rows_left -= len(rows)
+        known_groups.append({"group": g, "rows": rows})
 
     # Details inline in the case list: a sample of passing records, the smallest known failures
     # of each reason, and fixed ones.
-    known_groups = M.group_known(records)
     passing = M.sample_passing(records, max_passing_details)
     inline = {anchor(r) for r in passing}
-    inline |= {anchor(r) for g in known_groups for r in g.records[:max_group_details]}
+    inline |= {anchor(r) for g in known_groups for r in g["rows"][:max_group_details]}
     inline |= {anchor(r) for r in records if r.fixed}
     # Heatmaps within a cell budget: each group's smallest case first, then the other cards.
     cards = [fg["cards"] for fg in failure_groups]
-    cards += [g.records[:max_group_details] for g in known_groups]
+    cards += [g["rows"][:max_group_details] for g in known_groups]
     order = [c[0] for c in cards if c] + [r for c in cards for r in c[1:]]
     heatmaps: dict[str, M.Heatmap] = {}
     cells_left = HEATMAP_CELL_BUDGET
@@ -201,6 +219,8 @@ def _context(
         r for r in records if r.verdict != D.PASS or anchor(r) in inline or change_of(r) is not None
     ]
     listed.sort(key=_row_order)
+    unlisted = listed[max_case_rows:]
+    listed = listed[:max_case_rows]
 
     dtypes_table = M.count_table(records, by_dtype=True)
     dtype_rows = sorted({k[:2] for k in dtypes_table}, key=lambda k: (ops.index(k[0]), k[1]))
@@ -235,6 +255,8 @@ def _context(
         "unsupported": M.group_by_reason(records, D.UNSUPPORTED),
         "rejected": M.group_by_reason(records, D.BOTH_REJECTED),
         "listed": listed,
+        "n_unlisted": len(unlisted),
+        "n_unlisted_failures": sum(1 for r in unlisted if r.failed),
         "timing": M.timing(records, backends),
         "slowest": M.slowest(records, 10),
         "comparison": comparison,
@@ -248,8 +270,7 @@ def _context(
         "dtype_of": M.record_dtype,
         "matrix_key": M.matrix_key,
         "max_listed_per_reason": 50,
-        "max_changes_listed": 500,
-        "max_group_rows": 100,
+        "max_changes_listed": MAX_CHANGES_LISTED,
         "error_floor": M.ERROR_FLOOR,
         "schema": SCHEMA,
     }
@@ -262,9 +283,17 @@ def render_report(
     max_passing_details: int = 200,
     max_group_details: int = 3,
     max_failure_details: int = 200,
+    max_case_rows: int = 5000,
 ) -> str:
     """The report as one self-contained HTML document (see the module docstring)."""
-    ctx = _context(results, baseline, max_passing_details, max_group_details, max_failure_details)
+    ctx = _context(
+        results,
+        baseline,
+        max_passing_details,
+        max_group_details,
+        max_failure_details,
+        max_case_rows,
+    )
     return _environment().get_template("report.html.j2").render(ctx)
 
 

@@ -68,6 +68,25 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _gpu_name() -> str | None:
+    """The GPU as the driver names it (nvidia-smi), without importing a framework."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return (
+            "Apple GPU (Metal)"
+            if platform.system() == "Darwin" and platform.machine() == "arm64"
+            else None
+        )
+    names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
+    return ", ".join(names) or None
+
+
 def environment() -> dict[str, object]:
     versions = {d: _version(d) for d in ("numpy", "hypothesis", "mlx", "torch")}
     versions["convcheck"] = _version("convcheck")
@@ -75,6 +94,7 @@ def environment() -> dict[str, object]:
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "cpu": _cpu_name(),
+        "gpu": _gpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "versions": versions,

@@ -168,7 +168,9 @@ def test_report_in_chromium(results: RunResults, driver, tmp_path: Path) -> None
     rows = driver.execute_script(VISIBLE_ROWS)
     assert len(rows) == table[(op, backend)][verdict] == len(failing)
     assert all(r[2] == verdict and r[3] == "1" for r in rows)
-    row = driver.find_element(By.CSS_SELECTOR, "#case-list tr.case-row.failing:not(.filtered-out)")
+    row = driver.find_element(
+        By.CSS_SELECTOR, "#case-list tr.case-row[data-failing]:not(.filtered-out)"
+    )
     assert row.is_displayed()
     assert driver.save_screenshot(str(tmp_path / "filtered.png"))
 
