@@ -24,7 +24,9 @@ class _KernelsBackend(Backend):
 
     def _plan(self, case: Case, inputs: Inputs) -> planning.Plan:
         return planning.make_plan(
-            case, inputs.x.shape, inputs.w.shape,
+            case,
+            inputs.x.shape,
+            inputs.w.shape,
             None if inputs.bias is None else inputs.bias.shape,
         )
 
@@ -44,8 +46,11 @@ class KernelsHost(_KernelsBackend):
         except host.HostBuildError as exc:
             return Availability(False, str(exc))
         threads = "OpenMP" if lib.openmp else "serial (no OpenMP)"
-        return Availability(True, f"host CPU, {threads}; library {lib.path}",
-                            {"compiler": host._compiler_identity(host.compiler() or "g++")})
+        return Availability(
+            True,
+            f"host CPU, {threads}; library {lib.path}",
+            {"compiler": host.compiler_identity(host.compiler() or "g++")},
+        )
 
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
         from kernels import host
@@ -55,9 +60,6 @@ class KernelsHost(_KernelsBackend):
 
 
 class _MLXKernelsBackend(_KernelsBackend):
-    def _gpu_available(self, mx) -> bool:
-        raise NotImplementedError
-
     def probe(self) -> Availability:
         try:
             from kernels.mlx_launch import import_mlx
@@ -69,8 +71,10 @@ class _MLXKernelsBackend(_KernelsBackend):
         module = getattr(mx, self.dialect, None)
         if module is None or not module.is_available():
             return Availability(
-                False, f"MLX has no {self.dialect.upper()} backend here "
-                f"(mx.{self.dialect}.is_available() is False)", versions,
+                False,
+                f"MLX has no {self.dialect.upper()} backend here "
+                f"(mx.{self.dialect}.is_available() is False)",
+                versions,
             )
         return Availability(True, f"MLX {self.dialect.upper()} via mx.fast", versions)
 

@@ -1,4 +1,6 @@
-"""Compile the CUDA dialect of every kernel with nvcc, no GPU needed: ``python -m kernels.check_cuda``.
+"""Compile the CUDA dialect of every kernel with nvcc, no GPU needed.
+
+Usage: ``python -m kernels.check_cuda [--arch sm_90] [--mlx-src DIR] [--keep DIR]``.
 
 For each kernel and dtype it writes the translation unit exactly as ``mx.fast.cuda_kernel``
 assembles it (MLX's default header, our header, ``namespace mlx::core::cu``, a ``__global__``
@@ -31,7 +33,7 @@ from kernels import source
 
 DEFAULT_ARCH = "sm_90"
 
-STUB_UTILS = """// Stand-in for MLX's mlx/backend/cuda/device/utils.cuh (compiled into MLX, not installed).
+STUB_UTILS = """// Stand-in for mlx/backend/cuda/device/utils.cuh (built into MLX, not installed).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -97,11 +99,21 @@ def check(
             name, text = source.cuda_translation_unit(op, dtype)
             cu = work / f"{name}.cu"
             cu.write_text(text)
-            cmd = [compiler, "-std=c++17", f"-arch={arch}", "-I", str(include), "-c", str(cu),
-                   "-o", str(cu.with_suffix(".o"))]
+            cmd = [
+                compiler,
+                "-std=c++17",
+                f"-arch={arch}",
+                "-I",
+                str(include),
+                "-c",
+                str(cu),
+                "-o",
+                str(cu.with_suffix(".o")),
+            ]
             res = subprocess.run(cmd, capture_output=True, text=True)
-            return CompileResult(op, dtype, cu, cmd, res.returncode,
-                                 (res.stdout + res.stderr).strip())
+            return CompileResult(
+                op, dtype, cu, cmd, res.returncode, (res.stdout + res.stderr).strip()
+            )
 
         items = [(op, dtype) for op in source.OPS for dtype in source.DTYPES]
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
@@ -109,13 +121,21 @@ def check(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kernels.check_cuda", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m kernels.check_cuda",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--arch", default=DEFAULT_ARCH, help=f"nvcc -arch (default {DEFAULT_ARCH})")
-    ap.add_argument("--mlx-src", type=Path, default=None,
-                    help="MLX source checkout whose device headers to use")
-    ap.add_argument("--keep", type=Path, default=None,
-                    help="write the .cu files and objects here instead of a temporary dir")
+    ap.add_argument(
+        "--mlx-src", type=Path, default=None, help="MLX source checkout whose device headers to use"
+    )
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="write the .cu files and objects here instead of a temporary dir",
+    )
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args(argv)
     try:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +56,8 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CONVCHECK_CXX", "g++"))
 
 
-@lru_cache(maxsize=None)
-def _compiler_identity(cxx: str) -> str:
+@cache
+def compiler_identity(cxx: str) -> str:
     try:
         res = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -73,7 +73,7 @@ def build(force: bool = False) -> Path:
             f"no C++ compiler: {os.environ.get('CONVCHECK_CXX', 'g++')} is not on PATH"
         )
     tu = source.host_translation_unit()
-    key = source.digest(tu, _compiler_identity(cxx), repr(FLAG_SETS))
+    key = source.digest(tu, compiler_identity(cxx), repr(FLAG_SETS))
     target = cache_dir() / f"host-{key}.so"
     if target.exists() and not force:
         return target
@@ -173,7 +173,9 @@ def from_device_layout(out: np.ndarray, dtype: str) -> np.ndarray:
     return (out.astype(np.uint32) << 16).view(np.float32)
 
 
-def run(plan: Plan, dtype: str, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+def run(
+    plan: Plan, dtype: str, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None
+) -> np.ndarray:
     """Run one planned case on the host; returns float32 values of ``dtype``, MLX layout."""
     lib = load()
     storage = np.float32 if dtype == "float32" else np.uint16

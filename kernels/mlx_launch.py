@@ -12,7 +12,7 @@ A case without bias passes a one-element dummy bias that the body never reads.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -32,7 +32,7 @@ def _dtype(mx, dtype: str):
     return {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}[dtype]
 
 
-@lru_cache(maxsize=None)
+@cache
 def kernel(dialect: str, op: str):
     """The ``mx.fast`` kernel object for ``op`` in ``dialect`` ("cuda" or "metal")."""
     mx = import_mlx()
@@ -65,8 +65,10 @@ def run(
     # float32 -> float16/bfloat16 is exact: the harness's inputs are exact in the case dtype.
     xa = mx.array(np.ascontiguousarray(x, np.float32)).astype(dt)
     wa = mx.array(np.ascontiguousarray(w, np.float32)).astype(dt)
-    ba = mx.array(np.ascontiguousarray(bias, np.float32)).astype(dt) if bias is not None else (
-        mx.zeros((1,), dtype=dt)
+    ba = (
+        mx.array(np.ascontiguousarray(bias, np.float32)).astype(dt)
+        if bias is not None
+        else (mx.zeros((1,), dtype=dt))
     )
     pa = mx.array(np.ascontiguousarray(plan.params, np.int32))
     (out,) = kernel(dialect, plan.op)(

@@ -8,6 +8,7 @@ so a disagreement shows up as a shape mismatch in the diff engine.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,11 @@ def _out_spatial(case: Case) -> list[int]:
         return [
             (s - 1) * st - 2 * p + d * (k - 1) + op + 1
             for s, k, st, p, d, op in zip(
-                case.spatial, case.kernel, case.stride, case.padding, case.dilation,
+                case.spatial,
+                case.kernel,
+                case.stride,
+                case.padding,
+                case.dilation,
                 case.output_padding,
             )
         ]
@@ -72,14 +77,21 @@ def unsupported_reason(case: Case) -> str | None:
     return None
 
 
-def make_plan(case: Case, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
-              bias_shape: tuple[int, ...] | None) -> Plan:
+def make_plan(
+    case: Case,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    bias_shape: tuple[int, ...] | None,
+) -> Plan:
     """Validate (``ValueError`` for an invalid case) and lay out the parameters."""
     p = check_params(
-        case.op, case.ndim, transposed=case.transposed,
+        case.op,
+        case.ndim,
+        transposed=case.transposed,
         **case.params(),  # type: ignore[arg-type]
     )
-    check_shapes(p, tuple(x_shape), tuple(w_shape), None if bias_shape is None else tuple(bias_shape))
+    bias_t = None if bias_shape is None else tuple(bias_shape)
+    check_shapes(p, tuple(x_shape), tuple(w_shape), bias_t)
     reason = unsupported_reason(case)
     if reason is not None:
         raise ValueError(f"kernels: {reason}")
@@ -99,11 +111,6 @@ def make_plan(case: Case, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
     params[slots["COUT"]] = c_out
     params[slots["GROUPS"]] = case.groups
     params[slots["HAS_BIAS"]] = int(bias_shape is not None)
-    unit_tap = case.transposed and all(
-        s == k and pd == 0 and d == 1
-        for s, k, pd, d in zip(case.stride, case.kernel, case.padding, case.dilation)
-    )
-    params[slots["MODE"]] = int(unit_tap)
     params[slots["TOTAL"]] = _count(out_shape)
     for name, values, fill in (
         ("S", x_shape[1:-1], 1),
@@ -112,6 +119,7 @@ def make_plan(case: Case, x_shape: tuple[int, ...], w_shape: tuple[int, ...],
         ("STRIDE", case.stride, 1),
         ("PAD", case.padding, 0),
         ("DIL", case.dilation, 1),
+        ("TSTEP", [s // math.gcd(s, d) for s, d in zip(case.stride, case.dilation)], 1),
     ):
         params[slots[name] : slots[name] + 3] = three(values, fill)
     op = "conv_transpose" if case.transposed else "conv"

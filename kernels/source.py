@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 SRC_DIR = Path(__file__).resolve().parent / "src"
@@ -64,7 +64,7 @@ MLX_TYPE_STRING: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def read(name: str) -> str:
     """The text of ``src/<name>``."""
     return (SRC_DIR / name).read_text()
@@ -76,7 +76,7 @@ def body(op: str) -> str:
     return read(f"{op}.body")
 
 
-@lru_cache(maxsize=None)
+@cache
 def param_slots() -> dict[str, int]:
     """``KC_P_*`` slots of the parameter array, read from ``src/params.h``."""
     slots = {
@@ -197,8 +197,13 @@ def cuda_translation_unit(op: str, dtype: str) -> tuple[str, str]:
     """
     t = ELEMENT_TYPE["cuda"][dtype]
     name = f"custom_kernel_{kernel_name(op)}_{MLX_TYPE_STRING[dtype]}"  # template hash: _<T>
-    args = [f"    const {t}* x,", f"    const {t}* w,", f"    const {t}* bias,",
-            "    const int32_t* params,", f"    {t}* out) {{"]
+    args = [
+        f"    const {t}* x,",
+        f"    const {t}* w,",
+        f"    const {t}* bias,",
+        "    const int32_t* params,",
+        f"    {t}* out) {{",
+    ]
     src = (
         MLX_CUDA_DEFAULT_HEADER
         + header("cuda")

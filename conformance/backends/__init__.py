@@ -1,5 +1,9 @@
 """Backend registry: every adapter the harness knows, in report order.
 
+Built in: ``numpy-ref``; upstream MLX (``mlx-cpu``, ``mlx-gpu``); PyTorch (``torch-cpu``,
+``torch-cpu-cl``, ``torch-cuda``, ``torch-cuda-cl``, ``torch-mps``); and the kernels under
+development in ``kernels/`` (``kernels-host``, ``kernels-cuda``, ``kernels-metal``).
+
 Extra backends (a kernel under development, a planted-bug adapter in the harness's own tests) are
 loaded from ``module:attribute`` specs given with ``--plugin`` or in ``CONVCHECK_PLUGINS``
 (comma-separated); the attribute is a :class:`Backend` instance, a zero-argument factory, or a
@@ -21,6 +25,9 @@ __all__ = ["Availability", "Backend", "LayoutError", "builtin_backends", "load_p
 
 
 def builtin_backends(*, allow_tf32: bool = False) -> list[Backend]:
+    # Our own kernels (kernels/): host (g++), CUDA and Metal launches of the same bodies.
+    from kernels.backends import KernelsCuda, KernelsHost, KernelsMetal
+
     return [
         NumpyReference(),
         MLXBackend("cpu"),
@@ -30,6 +37,9 @@ def builtin_backends(*, allow_tf32: bool = False) -> list[Backend]:
         TorchBackend("cuda", allow_tf32=allow_tf32),
         TorchBackend("cuda", memory_format="channels_last", allow_tf32=allow_tf32),
         TorchBackend("mps"),
+        KernelsHost(),
+        KernelsCuda(),
+        KernelsMetal(),
     ]
 
 

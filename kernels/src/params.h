@@ -8,7 +8,6 @@
 #define KC_P_COUT 2       // output channels
 #define KC_P_GROUPS 3     // groups (divides both channel counts)
 #define KC_P_HAS_BIAS 4   // 1: read bias[co]; 0: bias is a dummy and never read
-#define KC_P_MODE 5       // conv_transpose: 0 every tap checked, 1 one tap (stride == kernel)
 #define KC_P_TOTAL 6      // output elements = threads that do work
 #define KC_P_S 8          // input spatial size, 3 slots
 #define KC_P_K 11         // kernel size, 3 slots
@@ -16,4 +15,5 @@
 #define KC_P_STRIDE 17    // 3 slots
 #define KC_P_PAD 20       // padding (both sides), 3 slots
 #define KC_P_DIL 23       // kernel dilation, 3 slots
+#define KC_P_TSTEP 26     // conv_transpose: stride / gcd(stride, dilation), 3 slots
 #define KC_P_COUNT 32     // length of the array

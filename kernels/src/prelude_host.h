@@ -38,15 +38,28 @@ KC_FN float kc_to_float(float v) { return v; }
 
 KC_FN float kc_to_float(kc_bfloat v) { return kc_bits_float(uint32_t(v.bits) << 16); }
 
-KC_FN float kc_to_float(kc_half v) {
-  const uint32_t sign = uint32_t(v.bits & 0x8000u) << 16;
-  const uint32_t exp = (v.bits >> 10) & 0x1fu;
-  const uint32_t mant = v.bits & 0x3ffu;
+KC_FN float kc_half_to_float_exact(uint16_t bits) {
+  const uint32_t sign = uint32_t(bits & 0x8000u) << 16;
+  const uint32_t exp = (bits >> 10) & 0x1fu;
+  const uint32_t mant = bits & 0x3ffu;
   if (exp == 0x1fu) return kc_bits_float(sign | 0x7f800000u | (mant << 13));  // inf, NaN
   if (exp != 0) return kc_bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
   const float m = float(mant) * 5.9604644775390625e-08f;  // subnormal or zero: mant * 2^-24
   return sign ? -m : m;
 }
+
+// float16 loads go through a table of all 65536 values, filled once when the library loads:
+// the bit manipulation above costs more than the multiply-add it feeds (GPUs convert in one
+// instruction). The table is the same exact conversion.
+struct kc_half_table_t {
+  float value[65536];
+  kc_half_table_t() {
+    for (uint32_t b = 0; b < 65536u; ++b) value[b] = kc_half_to_float_exact(uint16_t(b));
+  }
+};
+static const kc_half_table_t kc_half_table;
+
+KC_FN float kc_to_float(kc_half v) { return kc_half_table.value[v.bits]; }
 
 KC_FN uint16_t kc_half_bits(float f) {
   const uint32_t u = kc_float_bits(f);
