@@ -51,6 +51,22 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Layer timings (pytest-benchmark): kernels vs MLX vs PyTorch, and the oracle vs torch f64."""
+    install(session, f"{BACKEND_EXTRAS},test")
+    session.run(
+        "pytest",
+        "benchmarks",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        "--benchmark-columns=median,iqr,rounds",
+        "--benchmark-sort=name",
+        *session.posargs,
+    )
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
