@@ -1,0 +1,77 @@
+"""Shrinking failures and the regression corpus: save, reload, no duplicates, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance import diff as D
+from conformance.case import parse_id
+from conformance.regressions import load_regressions, parse_file, save_regression
+from conformance.runner import Runner
+from conformance.shrink import shrink
+from tests.planted import OutputPaddingOnWrongSide, UnflippedWeight
+
+
+def _fails(backend, verdict):
+    runner = Runner([backend])
+    return lambda case: runner.run_case(case)[0].verdict == verdict
+
+
+def test_shrink_finds_a_small_case_that_fails_the_same_way():
+    big = parse_id("conv_transpose2d-n2-c6x9-s5x4-k3x4-st2x3-p1-d2x1-op1x2-g3-bias-bf16-seed17")
+    fails = _fails(UnflippedWeight(), D.VALUE_MISMATCH)
+    assert fails(big)
+    small = shrink(big, fails)
+    assert fails(small)
+    assert (small.batch, small.in_channels, small.out_channels, small.groups) == (1, 1, 1, 1)
+    assert not small.bias and small.dtype == "float32" and small.seed == 0
+    assert max(small.kernel) == 2  # a kernel needs two taps to show a missing flip
+    assert len(small.id) < len(big.id)
+
+
+def test_shrink_keeps_what_the_bug_needs():
+    big = parse_id("conv_transpose1d-n2-c4x4-s6-k3-st3-p1-op2-g2-f16-seed3")
+    fails = _fails(OutputPaddingOnWrongSide(), D.VALUE_MISMATCH)
+    small = shrink(big, fails)
+    assert fails(small)
+    assert small.output_padding[0] >= 1  # without output padding the plant is harmless
+
+
+def test_save_then_load_and_no_duplicates(tmp_path):
+    case = parse_id("conv_transpose1d-n1-c1x2-s3-k3-st2-f32")
+    (rec,) = Runner([UnflippedWeight()]).run_case(case)
+    assert rec.failed
+    assert save_regression(rec, "planted 1.0", tmp_path, today="2026-11-23")
+    assert not save_regression(rec, "planted 1.0", tmp_path)  # already there
+    (reg,) = load_regressions(tmp_path)
+    assert (reg.case, reg.backend, reg.verdict, reg.date) == (
+        case,
+        "planted-unflipped",
+        D.VALUE_MISMATCH,
+        "2026-11-23",
+    )
+    assert "over tolerance" in reg.detail
+
+
+def test_only_failures_are_saved(tmp_path):
+    (rec,) = Runner([UnflippedWeight()]).run_case(parse_id("conv_transpose1d-n1-c1x2-s3-k1-f32"))
+    assert rec.verdict == D.PASS
+    with pytest.raises(ValueError, match="only failures"):
+        save_regression(rec, "", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[regression]]\nverdict = 'raised'\n", "missing field(s) id"),
+        ("[[regression]]\nid = 'conv1d-n1-c1x1-s3-k1-f32'\nverdict = 'meh'\n", "not a verdict"),
+        ("[[regression]]\nid = 'conv1d-n1'\nverdict = 'raised'\n", "'id': case id"),
+        ("[[regression]]\nid = 1\nverdict = 'raised'\n", "'id' must be a string"),
+    ],
+)
+def test_malformed_regression_files(tmp_path, text, message):
+    path = tmp_path / "mlx-cpu.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="mlx-cpu.toml") as err:
+        parse_file(path)
+    assert message in str(err.value)
