@@ -8,7 +8,9 @@ Loaded by the repository's ``conftest.py``. Options:
 * ``--isolate``: run backends in worker processes (a crash becomes a failure, not the end);
 * ``--conformance-plugin=MODULE:ATTR``: extra backends (repeatable);
 * ``--conformance-json=PATH``: write every record seen as a results JSON;
-* ``--conformance-report=FILE.html``: write the HTML report.
+* ``--conformance-report=FILE.html``: write the HTML report;
+* ``--save-failures``: save each failing test's last (Hypothesis-shrunk) failing case to
+  ``cases/regressions/<backend>.toml``, which ``test_regression`` replays first in later runs.
 
 Tests take the ``backend_name`` argument (parametrized here) and the session fixture
 ``conformance``, whose :meth:`ConformanceSession.check` runs one case and fails with the diff
@@ -30,6 +32,7 @@ from conformance.dtypes import DTYPES
 from conformance.isolation import IsolatedBackend
 from conformance.known_failures import KnownFailures
 from conformance.profiles import load_default
+from conformance.regressions import load_regressions, save_regression
 from conformance.results import RunResults, backend_entry
 from conformance.runner import Record, Runner
 
@@ -50,6 +53,10 @@ class ConformanceSession:
         self.plugins = tuple(plugins)
         self.known = KnownFailures.load()
         self.records: list[Record] = []
+        #: The latest failing record of the running test: after Hypothesis shrinks, its final
+        #: replay of the minimal example is the last failure seen.
+        self.last_failure: Record | None = None
+        self.saved: list[Record] = []
         self._runners: dict[str, Runner] = {}
 
     @property
@@ -80,8 +87,13 @@ class ConformanceSession:
         elif rec.known_failure:
             event(f"known failure on {backend_name}: {rec.verdict}")
         elif rec.failed:
+            self.last_failure = rec
             raise AssertionError("\n" + rec.summary())
         return rec
+
+    def versions(self, backend_name: str) -> str:
+        (backend,) = [b for b in self.backends if b.name == backend_name]
+        return ", ".join(f"{k} {v}" for k, v in backend.availability.versions.items())
 
     def close(self) -> None:
         for runner in self._runners.values():
@@ -122,6 +134,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE.html",
         help="write an HTML report of the records seen",
     )
+    group.addoption(
+        "--save-failures",
+        action="store_true",
+        help="save shrunk failing cases to cases/regressions/<backend>.toml",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -132,6 +149,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "regression" in metafunc.fixturenames:
+        regs = [r for r in load_regressions() if r.backend in session().backend_names]
+        metafunc.parametrize("regression", regs, ids=[f"{r.case.id}-{r.backend}" for r in regs])
     # Frozen cases first, so ids read CASE_ID-BACKEND.
     if "frozen" in metafunc.fixturenames:
         frozen = [f for f in load_corpus() if f.case.dtype in session().dtypes]
@@ -143,6 +163,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def conformance() -> ConformanceSession:
     return session()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _SESSION is not None:
+        _SESSION.last_failure = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    s = _SESSION
+    if (
+        s is not None
+        and report.when == "call"
+        and report.failed
+        and s.last_failure is not None
+        and item.config.getoption("save_failures")
+    ):
+        rec = s.last_failure
+        if save_regression(rec, s.versions(rec.backend)):
+            s.saved.append(rec)
+        s.last_failure = None
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
@@ -165,6 +208,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     for r in s.records:
         if r.fixed:
             tr.write_line(f"FIXED: {r.case_id} on {r.backend} passes; remove its known failure")
+    for r in s.saved:
+        tr.write_line(f"saved regression: {r.case_id} on {r.backend} ({r.verdict})")
     results = RunResults(
         settings={"profile": "pytest", "dtypes": list(s.dtypes), "isolated": s.isolate},
         backends=[backend_entry(b) for b in s.backends],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,13 @@ from conformance.runner import Record
 from conformance.tomlfile import read_entries
 
 REGRESSIONS_DIR = CASES_DIR / "regressions"
+
+
+def regressions_dir() -> Path:
+    """``cases/regressions``, or ``$CONVCHECK_REGRESSIONS_DIR`` (tests point it elsewhere)."""
+    return Path(os.environ.get("CONVCHECK_REGRESSIONS_DIR") or REGRESSIONS_DIR)
+
+
 _FIELDS = ("id", "verdict", "versions", "date", "detail")
 
 
@@ -69,7 +77,8 @@ def parse_file(path: Path) -> list[Regression]:
     return out
 
 
-def load_regressions(directory: Path = REGRESSIONS_DIR) -> list[Regression]:
+def load_regressions(directory: Path | None = None) -> list[Regression]:
+    directory = directory or regressions_dir()
     if not directory.is_dir():
         return []
     return [r for path in sorted(directory.glob("*.toml")) for r in parse_file(path)]
@@ -81,9 +90,10 @@ def _toml_string(text: str) -> str:
 
 
 def save_regression(
-    rec: Record, versions: str, directory: Path = REGRESSIONS_DIR, today: str | None = None
+    rec: Record, versions: str, directory: Path | None = None, today: str | None = None
 ) -> bool:
     """Append ``rec`` (a failing record) to its backend's file; False if already there."""
+    directory = directory or regressions_dir()
     if not rec.failed:
         raise ValueError(f"only failures are saved as regressions, not {rec.verdict!r}")
     path = directory / f"{rec.backend}.toml"
@@ -104,8 +114,9 @@ def save_regression(
     header = (
         ""
         if path.exists()
-        else f"# Failures of {rec.backend} found by convcheck (python -m conformance run "
-        "--save-failures).\n# Replayed first by every run; a fixed one is reported, not deleted.\n"
+        else f"# Failures of {rec.backend} found by convcheck (--save-failures in pytest or "
+        "python -m conformance run).\n"
+        "# Replayed first by every run; a fixed one is reported, not deleted.\n"
     )
     with path.open("a", encoding="utf-8") as fh:
         fh.write(header + "\n".join(lines) + "\n")

@@ -19,6 +19,18 @@ from conformance.strategies import invalid_cases, valid_cases
 _DTYPES = session().dtypes
 
 
+def test_regression(regression, conformance):
+    """Saved failures (cases/regressions/, parametrized by the plugin), replayed first on the
+    backend they failed on: still failing fails (or xfails when a known-failures entry covers
+    it); passing means fixed, and is reported so."""
+    rec = conformance.run(regression.case, regression.backend)
+    if rec.known_failure:
+        pytest.xfail(f"known failure ({rec.verdict}): {rec.known_failure}")
+    assert not rec.failed, (
+        "\n" + rec.summary() + f"\n  (saved {regression.date} with {regression.versions})"
+    )
+
+
 def _valid_test(op: str):
     @given(case=valid_cases(op, _DTYPES))
     def test(backend_name, case, conformance):

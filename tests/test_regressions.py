@@ -75,3 +75,49 @@ def test_malformed_regression_files(tmp_path, text, message):
     with pytest.raises(ValueError, match="mlx-cpu.toml") as err:
         parse_file(path)
     assert message in str(err.value)
+
+
+def test_pytest_saves_the_shrunk_failure_and_replays_it_first(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "CONVCHECK_REGRESSIONS_DIR": str(tmp_path)}
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "conformance/test_conformance.py",
+        "--conformance-backends",
+        "planted-op-low",
+        "--conformance-plugin",
+        "tests.planted:BACKENDS",
+        "--hypothesis-profile",
+        "ci",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
+    first = subprocess.run(
+        [*args, "-k", "test_conv_transpose1d and not invalid", "--save-failures"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert first.returncode == 1, first.stdout
+    (reg,) = load_regressions(tmp_path)
+    assert reg.backend == "planted-op-low" and reg.verdict == D.VALUE_MISMATCH
+    assert reg.case.batch == 1 and reg.case.in_channels == 1 and any(reg.case.output_padding)
+    assert f"saved regression: {reg.case.id}" in first.stdout
+    second = subprocess.run(
+        [*args, "-x"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert second.returncode == 1
+    assert (
+        f"FAILED conformance/test_conformance.py::test_regression[{reg.case.id}-planted-op-low]"
+        in (second.stdout)
+    )
