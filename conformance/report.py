@@ -37,6 +37,8 @@ MAX_GROUP_ROWS = 50
 GROUP_ROW_BUDGET = 1500
 #: Records listed per kind of change in the comparison.
 MAX_CHANGES_LISTED = 300
+#: Invalid cases listed where backends answered differently.
+MAX_DISAGREEMENTS_LISTED = 200
 
 
 @lru_cache(maxsize=1)
@@ -227,6 +229,7 @@ def _context(
     totals: dict[str, int] = {}
     for r in records:
         totals[M.matrix_key(r)] = totals.get(M.matrix_key(r), 0) + 1
+    error_rules, disagreements = M.error_paths(records, used_backends)
 
     return {
         "title": "convcheck conformance report",
@@ -254,6 +257,9 @@ def _context(
         "fixed": sorted((r for r in records if r.fixed), key=M.case_size),
         "unsupported": M.group_by_reason(records, D.UNSUPPORTED),
         "rejected": M.group_by_reason(records, D.BOTH_REJECTED),
+        "error_rules": error_rules,
+        "disagreements": disagreements,
+        "max_disagreements": MAX_DISAGREEMENTS_LISTED,
         "listed": listed,
         "n_unlisted": len(unlisted),
         "n_unlisted_failures": sum(1 for r in unlisted if r.failed),

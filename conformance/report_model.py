@@ -565,3 +565,71 @@ def heatmap(r: Record) -> Heatmap | None:
             "indices from its label to the next"
         )
     return Heatmap(rows, axes[0], axes[1], row_ticks, col_ticks, worst, "; ".join(notes))
+
+
+# --- error paths: who rejects what ---------------------------------------------------------------
+
+#: How a backend answered an invalid case, for the error-path table.
+ERROR_PATH_OUTCOMES = ("rejected", "accepted", "crashed", "unsupported")
+
+
+def error_outcome(r: Record) -> str:
+    if r.verdict == D.BOTH_REJECTED:
+        return "rejected"
+    if r.verdict in (D.CRASHED, D.TIMEOUT):
+        return "crashed"
+    if r.verdict == D.UNSUPPORTED:
+        return "unsupported"
+    return "accepted"
+
+
+@dataclass
+class ErrorRule:
+    """One rule the reference enforces (its message with numbers as N), and per backend how
+    many invalid cases breaking it were rejected, accepted or crashed."""
+
+    rule: str
+    outcomes: dict[str, dict[str, int]]
+    examples: dict[str, Record]
+
+    @property
+    def count(self) -> int:
+        return max((sum(o.values()) for o in self.outcomes.values()), default=0)
+
+
+@dataclass
+class Disagreement:
+    case_id: str
+    rule: str
+    by_backend: dict[str, Record]
+
+
+def error_paths(
+    records: Iterable[Record], backend_order: Sequence[str] = ()
+) -> tuple[list[ErrorRule], list[Disagreement]]:
+    """Invalid cases (the reference rejected them) by rule and backend, and the cases where
+    backends answered differently (one rejects, another returns an output or crashes)."""
+    rules: dict[str, ErrorRule] = {}
+    by_case: dict[str, dict[str, Record]] = {}
+    for r in records:
+        if not r.reference_error:
+            continue
+        rule = normalize_message(_without_op(r, r.reference_error))
+        entry = rules.setdefault(rule, ErrorRule(rule, {}, {}))
+        outcome = error_outcome(r)
+        cell = entry.outcomes.setdefault(r.backend, {})
+        cell[outcome] = cell.get(outcome, 0) + 1
+        if outcome != "rejected":
+            entry.examples.setdefault(f"{r.backend}:{outcome}", r)
+        by_case.setdefault(r.case_id, {})[r.backend] = r
+    order = {b: i for i, b in enumerate(backend_order)}
+    disagreements = []
+    for case_id, answers in by_case.items():
+        outcomes = {error_outcome(r) for r in answers.values()} - {"unsupported"}
+        if len(outcomes) > 1:
+            first = next(iter(answers.values()))
+            ordered = dict(sorted(answers.items(), key=lambda kv: order.get(kv[0], len(order))))
+            rule = normalize_message(_without_op(first, first.reference_error or ""))
+            disagreements.append(Disagreement(case_id, rule, ordered))
+    disagreements.sort(key=lambda d: (d.rule, len(d.case_id), d.case_id))
+    return sorted(rules.values(), key=lambda e: (-e.count, e.rule)), disagreements
