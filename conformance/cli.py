@@ -1,12 +1,17 @@
 """Command line: ``python -m conformance {run,replay,backends,report}``.
 
+``run`` streams its records to a JSON Lines file as it goes (``--stream``, see
+:mod:`conformance.stream`) and builds the results JSON and the report from it at the end; a run
+that was killed or interrupted goes on with ``run --resume FILE.jsonl``.
+
 Exit status: 0 when no backend failed a case (known failures excepted), 1 when one did, 2 for
-bad arguments or files.
+bad arguments or files, 130 when interrupted (the stream keeps what was done).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,16 +20,19 @@ from pathlib import Path
 from conformance import diff as D
 from conformance.backends import Backend, resolve
 from conformance.case import OPS, Case, parse_id
-from conformance.corpus import load_corpus
+from conformance.corpus import load_corpus, parse_corpus
 from conformance.diff import Tolerance
 from conformance.dtypes import DTYPES
 from conformance.generate import generated_cases
-from conformance.isolation import DEFAULT_TIMEOUT, IsolatedBackend
+from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, IsolatedBackend
 from conformance.known_failures import KnownFailures
-from conformance.results import RunResults, backend_entry, counts
+from conformance.results import backend_entry, counts
 from conformance.runner import Record, Runner
+from conformance.stream import StreamContents, StreamWriter, read_results, read_stream
 
 DEFAULT_SEED = 20261123
+DEFAULT_MAX_EXAMPLES = 100
+DEFAULT_STREAM = Path("reports/results.jsonl")
 
 
 def _csv(text: str) -> list[str]:
@@ -68,9 +76,17 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
         help=f"seconds per case per isolated backend (default {DEFAULT_TIMEOUT:g})",
     )
     p.add_argument(
+        "--worker-memory-mb",
+        type=int,
+        default=DEFAULT_MEMORY_MB,
+        metavar="MB",
+        help="memory limit of each isolated backend's worker process in MiB; allocating past it "
+        f"is verdict crashed (default {DEFAULT_MEMORY_MB}; 0: no limit)",
+    )
+    p.add_argument(
         "--tolerance-factor",
         type=float,
-        default=1.0,
+        default=None,
         help="c in the error bound c*u*terms*sum|x||w| (default 1)",
     )
 
@@ -83,20 +99,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run generated and frozen cases on every available backend")
+    # Options that decide which cases run default to None here, so that --resume can tell the
+    # ones given (which must match the stream) from the ones to take from the stream.
     run.add_argument(
         "--ops",
         type=_choices("op", list(OPS)),
-        default=list(OPS),
+        default=None,
         help=f"comma-separated ops (default: all: {', '.join(OPS)})",
     )
     run.add_argument(
         "--dtypes",
         type=_choices("dtype", DTYPES),
-        default=list(DTYPES),
+        default=None,
         help="comma-separated dtypes (default: float32,float16,bfloat16)",
     )
     run.add_argument(
-        "--max-examples", type=int, default=100, help="valid cases generated per op (default 100)"
+        "--max-examples",
+        type=int,
+        default=None,
+        help=f"valid cases generated per op (default {DEFAULT_MAX_EXAMPLES})",
     )
     run.add_argument(
         "--invalid-examples",
@@ -104,15 +125,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="invalid cases generated per op (default: a quarter of --max-examples)",
     )
-    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="generation seed")
+    run.add_argument(
+        "--seed", type=int, default=None, help=f"generation seed (default {DEFAULT_SEED})"
+    )
     run.add_argument(
         "--corpus",
         type=_csv,
         default=None,
         help="frozen corpora from cases/*.toml to run (default: all)",
     )
-    run.add_argument("--no-corpus", action="store_true", help="skip the frozen cases")
+    run.add_argument("--no-corpus", action="store_true", help="skip the frozen cases under cases/")
+    run.add_argument(
+        "--cases",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.toml",
+        help="also run the cases in this file (the format of cases/*.toml); repeatable; "
+        "with --no-corpus --max-examples 0, only these",
+    )
     run.add_argument("--json", type=Path, help="write the results JSON here")
+    run.add_argument(
+        "--stream",
+        type=Path,
+        help="stream records to this JSON Lines file as they come (default: beside --json "
+        f"with the suffix .jsonl, else {DEFAULT_STREAM})",
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="go on with the run streamed to this file: skip what it holds, append the rest; "
+        "options left out are taken from its header, options given must match it",
+    )
     run.add_argument("--report", type=Path, help="write the HTML report here")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     _add_backend_options(run)
@@ -124,10 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     backends = sub.add_parser("backends", help="list backends: available here or why not")
     backends.add_argument("--plugin", action="append", default=[], metavar="MODULE:ATTR")
 
-    report = sub.add_parser("report", help="render an HTML report from a results JSON")
-    report.add_argument("results", type=Path)
+    report = sub.add_parser(
+        "report", help="render an HTML report from a results JSON or a results stream (.jsonl)"
+    )
+    report.add_argument("results", type=Path, help="results JSON or stream (.jsonl)")
     report.add_argument("-o", "--output", type=Path, required=True)
-    report.add_argument("--baseline", type=Path, help="an older results JSON to compare against")
+    report.add_argument(
+        "--baseline", type=Path, help="an older results JSON or stream to compare against"
+    )
     return parser
 
 
@@ -142,7 +191,11 @@ def select_backends(args: argparse.Namespace) -> tuple[list[Backend], list[Backe
     if not args.no_isolation:
         available = [
             IsolatedBackend(
-                b, plugins=tuple(args.plugin), allow_tf32=args.tf32, timeout=args.timeout
+                b,
+                plugins=tuple(args.plugin),
+                allow_tf32=args.tf32,
+                timeout=args.timeout,
+                memory_mb=args.worker_memory_mb,
             )
             for b in available
         ]
@@ -213,63 +266,234 @@ def print_summary(records: list[Record], backends: list[Backend], out=sys.stdout
             print(r.summary(), file=out)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    backends, runnable = select_backends(args)
-    invalid = args.max_examples // 4 if args.invalid_examples is None else args.invalid_examples
-    cases: list[Case] = []
-    if not args.no_corpus:
-        cases += [
-            f.case
-            for f in load_corpus(args.corpus)
-            if f.case.op in args.ops and f.case.dtype in args.dtypes
-        ]
+def _corpus_setting(args: argparse.Namespace) -> object:
+    return "none" if args.no_corpus else (list(args.corpus) if args.corpus else "all")
+
+
+def _same_path(a: object, b: object) -> bool:
+    return Path(str(a)).resolve() == Path(str(b)).resolve()
+
+
+def apply_resume(args: argparse.Namespace, settings: dict[str, object], source: Path) -> None:
+    """Take the options left out from the stream's header; fail if a given one differs."""
+
+    def stored(key: str) -> object:
+        if key not in settings:
+            raise ValueError(f"{source}:1: header settings lack field '{key}'; cannot resume")
+        return settings[key]
+
+    differ: list[str] = []
+
+    def check(name: str, given: object, in_stream: object, same=lambda a, b: a == b) -> None:
+        if not same(given, in_stream):
+            differ.append(f"{name}: {_show(given)} here, {_show(in_stream)} in the stream")
+
+    for attr, key in (
+        ("seed", "seed"),
+        ("ops", "ops"),
+        ("dtypes", "dtypes"),
+        ("max_examples", "max_examples"),
+        ("invalid_examples", "invalid_examples"),
+    ):
+        if getattr(args, attr) is None:
+            setattr(args, attr, stored(key))
+        else:
+            check(f"--{attr.replace('_', '-')}", getattr(args, attr), stored(key))
+    corpus = stored("corpus")
+    if args.no_corpus or args.corpus:
+        check("--corpus/--no-corpus", _corpus_setting(args), corpus)
+    else:
+        args.no_corpus = corpus == "none"
+        args.corpus = corpus if isinstance(corpus, list) else None
+    files = stored("case_files")
+    if args.cases:
+        check(
+            "--cases",
+            [str(p) for p in args.cases],
+            files,
+            lambda a, b: len(a) == len(b) and all(map(_same_path, a, b)),
+        )
+    else:
+        args.cases = [Path(str(p)) for p in files]  # type: ignore[union-attr]
+    requested = stored("backends")
+    if args.backends is None:
+        args.backends = requested if isinstance(requested, list) else None
+    else:
+        check("--backends", args.backends, requested)
+    if not args.plugin:
+        args.plugin = list(stored("plugins"))  # type: ignore[call-overload]
+    else:
+        check("--plugin", args.plugin, stored("plugins"))
+    factor = stored("tolerance")
+    factor = factor.get("factor") if isinstance(factor, dict) else factor
+    if args.tolerance_factor is None:
+        args.tolerance_factor = factor
+    else:
+        check("--tolerance-factor", args.tolerance_factor, factor)
+    if differ:
+        raise ValueError(
+            f"--resume {source}: these options differ from the stream's header: "
+            + "; ".join(differ)
+            + ". Give the same options, or leave them out to take the stream's."
+        )
+
+
+def _show(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "(none)"
+    return str(value)
+
+
+def collect_cases(args: argparse.Namespace) -> list[Case]:
+    """Frozen cases, case files, then generated cases; filtered by op and dtype, each id once."""
+    frozen = [] if args.no_corpus else [f.case for f in load_corpus(args.corpus)]
+    for path in args.cases:
+        frozen += [f.case for f in parse_corpus(path)]
+    cases = [c for c in frozen if c.op in args.ops and c.dtype in args.dtypes]
     cases += generated_cases(
         args.ops,
         args.dtypes,
         valid_per_op=args.max_examples,
-        invalid_per_op=invalid,
+        invalid_per_op=args.invalid_examples,
         seed=args.seed,
     )
+    return list({c.id: c for c in reversed(cases)}.values())[::-1]
+
+
+def _stream_path(args: argparse.Namespace) -> Path:
+    if args.resume is not None:
+        if args.stream is not None and not _same_path(args.stream, args.resume):
+            raise ValueError(
+                "--resume FILE is the stream; give --stream the same file or no --stream"
+            )
+        return args.resume
+    if args.stream is not None:
+        path = args.stream
+    elif args.json is not None:
+        path = args.json.with_suffix(".jsonl")
+    else:
+        path = DEFAULT_STREAM
+    if args.json is not None and _same_path(path, args.json):
+        raise ValueError(f"--json and --stream must be different files ({path})")
+    return path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    command = "python -m conformance " + " ".join(sys.argv[1:])
+    stream_path = _stream_path(args)
+    previous: StreamContents | None = None
+    if args.resume is not None:
+        previous = read_stream(args.resume)
+        apply_resume(args, previous.settings, args.resume)
+        if previous.truncated_line is not None:
+            print(f"warning: {previous.warnings[0]}; cut off before appending", file=sys.stderr)
+    args.seed = DEFAULT_SEED if args.seed is None else args.seed
+    args.ops = list(OPS) if args.ops is None else args.ops
+    args.dtypes = list(DTYPES) if args.dtypes is None else args.dtypes
+    if args.max_examples is None:
+        args.max_examples = DEFAULT_MAX_EXAMPLES
+    if args.invalid_examples is None:
+        args.invalid_examples = args.max_examples // 4
+    if args.tolerance_factor is None:
+        args.tolerance_factor = 1.0
+
+    backends, runnable = select_backends(args)
+    cases = collect_cases(args)
     runner = Runner(
         runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
     )
+    names = [b.name for b in runner.backends]
+    done: set[tuple[str, str]] = set()
+    if previous is not None:
+        was = [str(b["name"]) for b in previous.header["backends"] if b["available"]]  # type: ignore[attr-defined,index]
+        if was != names:
+            raise ValueError(
+                f"--resume {args.resume}: the stream's run had the backends "
+                f"{_show(was)} available, this one has {_show(names)}"
+            )
+        done = previous.done
+        ids = {c.id for c in cases}
+        stale = {cid for cid, _ in done} - ids
+        if stale or previous.settings.get("cases") != len(cases):
+            print(
+                f"warning: the case list differs from the stream's ({len(cases)} cases here, "
+                f"{previous.settings.get('cases')} in the stream; {len(stale)} case(s) in the "
+                "stream are not in this list): a different Hypothesis version or cases/ files?",
+                file=sys.stderr,
+            )
+    todo = [(c, [b for b in runner.backends if (c.id, b.name) not in done]) for c in cases]
+    todo = [(c, bs) for c, bs in todo if bs]
+    mode = "isolated" if not args.no_isolation else "in-process"
     print(
-        f"running {len(cases)} cases on "
-        f"{', '.join(b.name for b in runner.backends) or 'no backend'}"
-        f" ({'isolated' if not args.no_isolation else 'in-process'})",
+        f"running {len(todo)} of {len(cases)} cases on {', '.join(names) or 'no backend'} "
+        f"({mode}); stream: {stream_path}",
         file=sys.stderr,
     )
-    progress = Progress(len(cases), args.quiet)
-    records: list[Record] = []
-    start = time.perf_counter()
-    for case in cases:
-        recs = runner.run_case(case)
-        records += recs
-        progress.update(case, recs)
-    progress.finish()
-    seconds = time.perf_counter() - start
-    for b in runnable:
-        if isinstance(b, IsolatedBackend):
-            b.close()
-    results = RunResults(
-        settings={
-            "command": "python -m conformance " + " ".join(sys.argv[1:]),
+    if previous is not None:
+        print(
+            f"resuming {stream_path}: {len(previous.records)} record(s) already there",
+            file=sys.stderr,
+        )
+        writer = StreamWriter.resume(previous, command)
+    else:
+        settings = {
+            "command": command,
             "seed": args.seed,
             "profile": "cli",
             "max_examples": args.max_examples,
-            "invalid_examples": invalid,
+            "invalid_examples": args.invalid_examples,
             "ops": args.ops,
             "dtypes": args.dtypes,
+            "corpus": _corpus_setting(args),
+            "case_files": [str(p) for p in args.cases],
+            "backends": args.backends or "all",
+            "plugins": list(args.plugin),
             "isolated": not args.no_isolation,
+            "timeout": args.timeout,
+            "worker_memory_mb": args.worker_memory_mb,
             "tolerance": {"factor": args.tolerance_factor, "accumulation": "float32"},
             "cases": len(cases),
-            "seconds": round(seconds, 3),
-        },
-        backends=[backend_entry(b) for b in backends],
-        records=records,
-    )
+        }
+        writer = StreamWriter.create(
+            stream_path, settings=settings, backends=[backend_entry(b) for b in backends]
+        )
+    progress = Progress(len(todo), args.quiet)
+    start = time.perf_counter()
+    with_work = {b.name for _, bs in todo for b in bs}
+    for b in runnable:
+        if isinstance(b, IsolatedBackend) and b.name in with_work:
+            b.start()  # all workers import their backends at once, not one after the other
+    try:
+        for case, todo_backends in todo:
+            recs = runner.run_case(case, todo_backends)
+            writer.write_records(recs)
+            progress.update(case, recs)
+        seconds = time.perf_counter() - start
+        writer.end(seconds)
+    except KeyboardInterrupt:
+        progress.finish()
+        print(
+            f"\ninterrupted: {writer.written} record(s) of this run are in {stream_path}; "
+            f"go on with: python -m conformance run --resume {stream_path}",
+            file=sys.stderr,
+        )
+        return 130
+    finally:
+        writer.close()
+        for b in runnable:
+            if isinstance(b, IsolatedBackend):
+                b.close()
+    progress.finish()
+
+    results = read_stream(stream_path).results
+    records = results.records
     print_summary(records, backends)
-    print(f"\n{len(cases)} cases, {len(records)} records in {seconds:.1f} s", file=sys.stdout)
+    print(
+        f"\n{len(cases)} cases, {len(records)} records ({writer.written} run now) "
+        f"in {seconds:.1f} s",
+        file=sys.stdout,
+    )
+    print(f"stream: {stream_path}")
     if args.json:
         results.write(args.json)
         print(f"results: {args.json}")
@@ -283,6 +507,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     case = parse_id(args.case_id)
+    if args.tolerance_factor is None:
+        args.tolerance_factor = 1.0
     backends, runnable = select_backends(args)
     runner = Runner(
         runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
@@ -321,14 +547,23 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from conformance.report import write_report
 
-    results = RunResults.read(args.results)
-    baseline = RunResults.read(args.baseline) if args.baseline else None
+    results, warnings = read_results(args.results)
+    baseline = None
+    if args.baseline:
+        baseline, more = read_results(args.baseline)
+        warnings += more
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     path = write_report(results, args.output, baseline=baseline)
     print(f"report: {path}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any backend loads OpenMP: with --no-isolation, torch's spinning OpenMP threads take
+    # the cores from MLX and NumPy, and from other processes (torch-cpu 10x slower per case on
+    # a loaded 2-core machine). Isolated workers set the same (conformance/isolation.py).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     try:
         return {

@@ -5,10 +5,21 @@ forked library state), reuses it across cases and starts a new one after a crash
 The worker's stderr goes to a file whose last lines are reported with the crash.
 
 * the worker dies (segfault, abort, SIGFPE, OOM kill) -> :class:`WorkerCrashed`;
+* the backend runs out of memory (the worker's memory limit, see below) ->
+  :class:`WorkerOutOfMemory` (a :class:`WorkerCrashed`; the worker is replaced);
 * no answer within ``timeout`` seconds -> the worker is killed -> :class:`WorkerTimeout`;
 * the backend raises in the worker -> :class:`RemoteError` with the original type name.
 
 The runner turns these into the verdicts ``crashed``, ``timeout`` and ``raised``/``both-rejected``.
+
+Memory limit: each worker sets ``RLIMIT_DATA`` to ``memory_mb`` MiB before it imports the backend
+(0: no limit). On Linux (4.7+) that limit counts the private writable memory a process maps
+(heap and anonymous ``mmap``: every array a backend allocates), not the address space it only
+reserves, so a CUDA or MLX runtime that reserves terabytes of virtual addresses still starts,
+which ``RLIMIT_AS`` would not allow. A backend that allocates past the limit gets an allocation
+failure: ``MemoryError`` from NumPy, a "can't allocate memory" error from PyTorch's allocator, a
+``std::bad_alloc`` or a crash from C++ code; each of these is reported as the worker running out
+of memory (verdict ``crashed``, "out of memory" in the detail). macOS does not enforce the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,22 +38,63 @@ from conformance.case import Case
 from conformance.inputs import Inputs
 
 DEFAULT_TIMEOUT = 120.0
+#: Per-worker memory limit in MiB (0: none): generous, it is there to stop a runaway backend.
+DEFAULT_MEMORY_MB = 16384
 STDERR_TAIL_LINES = 12
+
+#: Messages of allocation failures that are not a ``MemoryError`` (PyTorch, C++, libc).
+OUT_OF_MEMORY_MARKERS = (
+    "MemoryError",
+    "can't allocate memory",
+    "std::bad_alloc",
+    "Cannot allocate memory",
+    "out of memory",
+)
+
+
+def looks_out_of_memory(type_name: str, message: str) -> bool:
+    """Whether an error (by type name and message) is an allocation failure."""
+    if type_name == "MemoryError":
+        return True
+    return any(m in message for m in OUT_OF_MEMORY_MARKERS)
 
 
 class WorkerCrashed(RuntimeError):
-    def __init__(self, backend: str, exitcode: int | None, stderr_tail: str) -> None:
+    """The worker died: by a signal, or it exited. The message says how, with its last stderr."""
+
+    def __init__(
+        self, backend: str, exitcode: int | None, stderr_tail: str, message: str | None = None
+    ) -> None:
         self.exitcode = exitcode
         self.stderr_tail = stderr_tail
-        if exitcode is not None and exitcode < 0:
-            try:
-                how = f"killed by {signal.Signals(-exitcode).name} (signal {-exitcode})"
-            except ValueError:
-                how = f"killed by signal {-exitcode}"
-        else:
-            how = f"exited with code {exitcode}"
-        tail = f"; last stderr: {stderr_tail}" if stderr_tail else ""
-        super().__init__(f"{backend} worker {how}{tail}")
+        if message is None:
+            if exitcode is not None and exitcode < 0:
+                try:
+                    how = f"killed by {signal.Signals(-exitcode).name} (signal {-exitcode})"
+                except ValueError:
+                    how = f"killed by signal {-exitcode}"
+                if exitcode == -signal.SIGKILL:
+                    how += ", not sent by convcheck (the kernel's OOM killer?)"
+            else:
+                how = f"exited with code {exitcode}"
+            oom = ", out of memory" if looks_out_of_memory("", stderr_tail) else ""
+            tail = f"; last stderr: {stderr_tail}" if stderr_tail else ""
+            message = f"{backend} worker {how}{oom}{tail}"
+        super().__init__(message)
+
+
+class WorkerOutOfMemory(WorkerCrashed):
+    """The backend failed to allocate memory in its worker (usually: the worker's limit)."""
+
+    def __init__(self, backend: str, limit_mb: int, type_name: str, message: str) -> None:
+        self.limit_mb = limit_mb
+        limit = f"limit {limit_mb} MiB" if limit_mb > 0 else "no limit set"
+        super().__init__(
+            backend,
+            None,
+            "",
+            f"{backend} worker out of memory ({limit}): {type_name}: {message}; worker replaced",
+        )
 
 
 class WorkerTimeout(RuntimeError):
@@ -58,11 +111,40 @@ class RemoteError(Exception):
         super().__init__(message)
 
 
+def limit_memory(memory_mb: int) -> str | None:
+    """Set this process's data limit to ``memory_mb`` MiB (0: leave it); None or why not."""
+    if memory_mb <= 0:
+        return None
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return "resource module not available"
+    limit = memory_mb << 20
+    try:
+        _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY and hard < limit:
+            limit = hard
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    except (ValueError, OSError) as exc:
+        return f"cannot set RLIMIT_DATA: {exc}"
+    return None
+
+
 def _worker_main(
-    conn, name: str, plugins: tuple[str, ...], allow_tf32: bool, stderr_path: str
+    conn,
+    name: str,
+    plugins: tuple[str, ...],
+    allow_tf32: bool,
+    stderr_path: str,
+    memory_mb: int = 0,
 ) -> None:
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 2)
+    # Ctrl-C reaches the whole process group: the parent handles it and ends its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    problem = limit_memory(memory_mb)
+    if problem:
+        print(f"convcheck worker: memory limit not set: {problem}", file=sys.stderr)
     # Several workers share the cores and take turns; OpenMP threads that spin while their
     # worker waits would steal the CPU from the one that runs (20x slower torch on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -78,10 +160,18 @@ def _worker_main(
             return
         case_dict, x, w, b = msg
         try:
-            out = backend.run(Case.from_dict(case_dict), Inputs(x, w, b))
-            conn.send(("ok", np.asarray(out)))
+            reply = ("ok", np.asarray(backend.run(Case.from_dict(case_dict), Inputs(x, w, b))))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back as data
-            conn.send(("error", type(exc).__name__, str(exc)))
+            type_name, message = type(exc).__name__, str(exc)
+            kind = "oom" if looks_out_of_memory(type_name, message) else "error"
+            reply = (kind, type_name, message)
+        # The exception (and with it whatever the backend allocated) is gone here.
+        try:
+            conn.send(reply)
+        except MemoryError as exc:  # pickling a large output
+            conn.send(("oom", "MemoryError", f"sending the output back: {exc}"))
+        if reply[0] == "oom":
+            return  # the parent replaces this worker; its memory may be fragmented or leaked
 
 
 class IsolatedBackend(Backend):
@@ -96,6 +186,7 @@ class IsolatedBackend(Backend):
         plugins: tuple[str, ...] = (),
         allow_tf32: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
+        memory_mb: int = DEFAULT_MEMORY_MB,
     ) -> None:
         self.inner = inner
         self.name = inner.name
@@ -104,6 +195,7 @@ class IsolatedBackend(Backend):
         self.plugins = tuple(plugins)
         self.allow_tf32 = allow_tf32
         self.timeout = timeout
+        self.memory_mb = memory_mb
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
         self._stderr = Path(
@@ -122,7 +214,14 @@ class IsolatedBackend(Backend):
         self._stderr.write_bytes(b"")
         proc = ctx.Process(
             target=_worker_main,
-            args=(child, self.name, self.plugins, self.allow_tf32, str(self._stderr)),
+            args=(
+                child,
+                self.name,
+                self.plugins,
+                self.allow_tf32,
+                str(self._stderr),
+                self.memory_mb,
+            ),
             daemon=True,
             name=f"convcheck-{self.name}",
         )
@@ -149,6 +248,12 @@ class IsolatedBackend(Backend):
         proc.join(timeout=10)
         return proc.exitcode
 
+    def start(self) -> None:
+        """Start the worker now (it imports its backend while the caller goes on); optional."""
+        if self._proc is None or not self._proc.is_alive():
+            self._kill()
+            self._start()
+
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
         if self._proc is None or not self._proc.is_alive():
             self._kill()
@@ -167,6 +272,9 @@ class IsolatedBackend(Backend):
             raise WorkerCrashed(self.name, self._kill(), tail) from None
         if reply[0] == "ok":
             return reply[1]
+        if reply[0] == "oom":
+            self._kill()
+            raise WorkerOutOfMemory(self.name, self.memory_mb, reply[1], reply[2])
         raise RemoteError(reply[1], reply[2])
 
     def close(self) -> None:

@@ -163,6 +163,11 @@ class RunResults:
 
     @classmethod
     def read(cls, path: Path) -> RunResults:
+        """A results JSON or a results stream (JSON Lines, :mod:`conformance.stream`)."""
+        from conformance.stream import is_stream, read_stream
+
+        if is_stream(path):
+            return read_stream(path).results
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -171,58 +176,87 @@ class RunResults:
 
     @classmethod
     def from_json(cls, data: object, source: str = "results") -> RunResults:
-        def need(obj: object, key: str, kind: type | tuple[type, ...], where: str) -> object:
-            if not isinstance(obj, dict) or key not in obj:
-                raise ValueError(f"{source}: {where} is missing field '{key}'")
-            value = obj[key]
-            if not isinstance(value, kind):
-                raise ValueError(
-                    f"{source}: {where}.{key} has the wrong type ({type(value).__name__})"
-                )
-            return value
-
         if not isinstance(data, dict):
             raise ValueError(f"{source}: top level must be an object")
         if data.get("schema") != SCHEMA:
             raise ValueError(
                 f"{source}: field 'schema' must be {SCHEMA!r}, got {data.get('schema')!r}"
             )
-        created = need(data, "created", str, "results")
-        env = need(data, "environment", dict, "results")
-        settings = need(data, "settings", dict, "results")
-        backends = need(data, "backends", list, "results")
-        for i, b in enumerate(backends):  # type: ignore[union-attr]
-            need(b, "name", str, f"backends[{i}]")
-            need(b, "available", bool, f"backends[{i}]")
-        records = []
-        for i, r in enumerate(need(data, "records", list, "results")):  # type: ignore[union-attr]
-            where = f"records[{i}]"
-            verdict = need(r, "verdict", str, where)
-            if verdict not in VERDICTS:
-                raise ValueError(f"{source}: {where}.verdict is not a known verdict: {verdict!r}")
-            metrics = r.get("metrics")
-            try:
-                m = None if metrics is None else DiffMetrics.from_dict(json_restore(metrics))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise ValueError(f"{source}: {where}.metrics is malformed: {exc}") from None
-            records.append(
-                Record(
-                    case_id=need(r, "case_id", str, where),  # type: ignore[arg-type]
-                    backend=need(r, "backend", str, where),  # type: ignore[arg-type]
-                    verdict=verdict,  # type: ignore[arg-type]
-                    detail=str(r.get("detail") or ""),
-                    seconds=r.get("seconds"),
-                    error_type=r.get("error_type"),
-                    error_message=r.get("error_message"),
-                    reference_error=r.get("reference_error"),
-                    metrics=m,
-                    known_failure=r.get("known_failure"),
-                    fixed=bool(r.get("fixed", False)),
-                    case=dict(r.get("case") or {}),
-                    plugin=r.get("plugin"),
-                )
-            )
-        return cls(settings, backends, records, env, created)  # type: ignore[arg-type]
+        created, env, settings, backends = check_header(data, source, "results")
+        records = [
+            record_from_dict(r, source, f"records[{i}]")
+            for i, r in enumerate(need(data, "records", list, source, "results"))  # type: ignore[arg-type]
+        ]
+        return cls(settings, backends, records, env, created)
+
+
+def need(obj: object, key: str, kind: type | tuple[type, ...], source: str, where: str) -> object:
+    """``obj[key]``, which must be there and of type ``kind``; errors name source and field."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise ValueError(f"{source}: {where} is missing field '{key}'")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValueError(f"{source}: {where}.{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _optional(obj: dict, key: str, kind: type | tuple[type, ...], source: str, where: str):
+    value = obj.get(key)
+    if value is not None and (
+        not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))
+    ):
+        raise ValueError(f"{source}: {where}.{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def check_header(
+    data: dict, source: str, where: str
+) -> tuple[str, dict[str, object], dict[str, object], list[dict[str, object]]]:
+    """(created, environment, settings, backends) of a results file or a stream header."""
+    created = need(data, "created", str, source, where)
+    env = need(data, "environment", dict, source, where)
+    settings = need(data, "settings", dict, source, where)
+    backends = need(data, "backends", list, source, where)
+    for i, b in enumerate(backends):  # type: ignore[arg-type]
+        need(b, "name", str, source, f"backends[{i}]")
+        need(b, "available", bool, source, f"backends[{i}]")
+    return created, env, settings, backends  # type: ignore[return-value]
+
+
+def record_from_dict(r: object, source: str, where: str) -> Record:
+    """A :class:`Record` from its JSON form, every field checked; errors name the field."""
+    case_id = need(r, "case_id", str, source, where)
+    backend = need(r, "backend", str, source, where)
+    verdict = need(r, "verdict", str, source, where)
+    assert isinstance(r, dict)
+    if verdict not in VERDICTS:
+        raise ValueError(f"{source}: {where}.verdict is not a known verdict: {verdict!r}")
+    for key in ("detail", "error_type", "error_message", "reference_error", "known_failure"):
+        _optional(r, key, str, source, where)
+    _optional(r, "plugin", str, source, where)
+    _optional(r, "seconds", (int, float), source, where)
+    _optional(r, "fixed", bool, source, where)
+    _optional(r, "case", dict, source, where)
+    metrics = r.get("metrics")
+    try:
+        m = None if metrics is None else DiffMetrics.from_dict(json_restore(metrics))
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{source}: {where}.metrics is malformed: {exc}") from None
+    return Record(
+        case_id=case_id,  # type: ignore[arg-type]
+        backend=backend,  # type: ignore[arg-type]
+        verdict=verdict,  # type: ignore[arg-type]
+        detail=str(r.get("detail") or ""),
+        seconds=r.get("seconds"),
+        error_type=r.get("error_type"),
+        error_message=r.get("error_message"),
+        reference_error=r.get("reference_error"),
+        metrics=m,
+        known_failure=r.get("known_failure"),
+        fixed=bool(r.get("fixed", False)),
+        case=dict(r.get("case") or {}),
+        plugin=r.get("plugin"),
+    )
 
 
 def counts(records: Iterable[Record]) -> dict[tuple[str, str], dict[str, int]]:

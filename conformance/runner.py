@@ -116,14 +116,18 @@ class Runner:
         self.tolerance = tolerance
         self.known = known if known is not None else KnownFailures([])
 
-    def run_case(self, case: Case) -> list[Record]:
+    def run_case(self, case: Case, backends: Iterable[Backend] | None = None) -> list[Record]:
+        """The records of ``case`` on every backend (or only on ``backends``, e.g. on resume)."""
+        todo = self.backends if backends is None else list(backends)
+        if not todo:
+            return []
         inputs = make_inputs(case)
         try:
             ref = run_reference(case, inputs)
             ref_error = None
         except ValueError as exc:
             ref, ref_error = None, str(exc)
-        return [self._run_backend(case, inputs, ref, ref_error, b) for b in self.backends]
+        return [self._run_backend(case, inputs, ref, ref_error, b) for b in todo]
 
     def run(self, cases: Iterable[Case]) -> Iterator[Record]:
         for case in cases:
@@ -160,6 +164,16 @@ class Runner:
                 detail=str(exc),
                 seconds=time.perf_counter() - start,
                 error_type=type(exc).__name__,
+                error_message=str(exc),
+                **base,
+            )
+            return self._with_known(rec)
+        except MemoryError as exc:  # in this process: out of memory, not a rejection
+            rec = Record(
+                verdict=D.CRASHED,
+                detail=f"out of memory (in this process): MemoryError: {exc}",
+                seconds=time.perf_counter() - start,
+                error_type="MemoryError",
                 error_message=str(exc),
                 **base,
             )

@@ -100,4 +100,36 @@ class Hangs(_Planted):
         return round_to(self.reference(case, inputs), case.dtype)
 
 
-BACKENDS = [OutputPaddingOnWrongSide, UnflippedWeight, Crashes, Hangs]
+class RunsOutOfMemory(_Planted):
+    """Allocates 100 MB arrays, keeping them alive, until allocation fails, on cases with dilation
+    2 in the first axis; the reference otherwise. Run it in a worker with a memory limit
+    (``--worker-memory-mb``): past :data:`SAFETY_CAP_BYTES` it gives up with a RuntimeError, so
+    a missing limit fails a test instead of exhausting the machine."""
+
+    name = "planted-oom"
+    CHUNK_BYTES = 100 * 2**20
+    SAFETY_CAP_BYTES = 8 * 2**30
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        if case.dilation[0] == 2:
+            kept = []
+            while len(kept) * self.CHUNK_BYTES < self.SAFETY_CAP_BYTES:
+                kept.append(np.ones(self.CHUNK_BYTES // 8))  # touched: real memory
+            raise RuntimeError(
+                f"allocated {len(kept) * self.CHUNK_BYTES >> 20} MiB without hitting a memory "
+                "limit (none set?)"
+            )
+        return round_to(self.reference(case, inputs), case.dtype)
+
+
+class Slow(_Planted):
+    """The reference, after sleeping 50 ms per case (a run that is long enough to interrupt)."""
+
+    name = "planted-slow"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        time.sleep(0.05)
+        return round_to(self.reference(case, inputs), case.dtype)
+
+
+BACKENDS = [OutputPaddingOnWrongSide, UnflippedWeight, Crashes, Hangs, RunsOutOfMemory, Slow]

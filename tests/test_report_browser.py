@@ -193,7 +193,9 @@ def test_report_in_chromium(results: RunResults, driver, tmp_path: Path) -> None
     assert _severe_logs(driver) == []
 
 
-def test_large_report_opens_quickly(driver, tmp_path: Path) -> None:
+def test_large_report_opens_and_filters(driver, tmp_path: Path) -> None:
+    """A 10,000-record report loads and filters in the browser. Its load time is printed (run
+    with -s), not asserted: timings belong to benchmarks, not to pass/fail."""
     path = write_report(_synthetic_results(), tmp_path / "large.html")
     start = time.perf_counter()
     driver.get(path.resolve().as_uri())
@@ -202,13 +204,11 @@ def test_large_report_opens_quickly(driver, tmp_path: Path) -> None:
         "return performance.getEntriesByType('navigation')[0].loadEventEnd"
     )
     assert driver.find_element(By.ID, "shown-count").text.startswith("shown ")
-    assert loaded < 5000, f"load event after {loaded:.0f} ms"  # ~1 s on a 2-core machine
+    assert _severe_logs(driver) == []
     print(
         f"10,000-record report: {path.stat().st_size / 1e6:.2f} MB, load {loaded:.0f} ms, "
         f"get() {wall:.2f} s"
     )
     cell = driver.find_element(By.CSS_SELECTOR, "#matrix td.cell.t-fail")
-    start = time.perf_counter()
     cell.click()
-    assert time.perf_counter() - start < 5
     assert driver.find_element(By.ID, "filter-status").text.startswith("filter: ")

@@ -63,6 +63,11 @@ def test_round_trip(tmp_path):
         (lambda d: d["records"][1].pop("case_id"), "records[1] is missing field 'case_id'"),
         (lambda d: d["backends"][0].update(available="yes"), "backends[0].available"),
         (lambda d: d["records"][0].update(metrics={"bogus": 1}), "records[0].metrics"),
+        (lambda d: d["records"][0].update(seconds="1 s"), "records[0].seconds has the wrong"),
+        (lambda d: d["records"][2].update(fixed="no"), "records[2].fixed has the wrong type"),
+        (lambda d: d["records"][1].update(detail=["x"]), "records[1].detail has the wrong"),
+        (lambda d: d["records"][1].update(case=[1]), "records[1].case has the wrong type"),
+        (lambda d: d.update(settings=[]), "results.settings has the wrong type (list)"),
     ],
 )
 def test_malformed_results_name_the_field(tmp_path, mutate, message):
