@@ -26,8 +26,10 @@ from conformance.dtypes import DTYPES
 from conformance.generate import generated_cases
 from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, IsolatedBackend
 from conformance.known_failures import KnownFailures
+from conformance.regressions import load_regressions, save_regression
 from conformance.results import backend_entry, counts
 from conformance.runner import Record, Runner
+from conformance.shrink import shrink
 from conformance.stream import StreamContents, StreamWriter, read_results, read_stream
 
 DEFAULT_SEED = 20261123
@@ -134,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="frozen corpora from cases/*.toml to run (default: all)",
     )
-    run.add_argument("--no-corpus", action="store_true", help="skip the frozen cases under cases/")
+    run.add_argument(
+        "--no-corpus",
+        action="store_true",
+        help="skip the frozen cases and saved regressions under cases/",
+    )
+    run.add_argument(
+        "--save-failures",
+        action="store_true",
+        help="shrink each new failure and save it to cases/regressions/<backend>.toml",
+    )
     run.add_argument(
         "--cases",
         type=Path,
@@ -258,7 +269,9 @@ def print_summary(records: list[Record], backends: list[Backend], out=sys.stdout
         print(f"not available: {b.name}: {b.availability.detail}", file=out)
     fixed = [r for r in records if r.fixed]
     for r in fixed:
-        print(f"FIXED (remove its known-failures entry): {r.case_id} on {r.backend}", file=out)
+        print(
+            f"FIXED (was a known failure or saved regression): {r.case_id} on {r.backend}", file=out
+        )
     failures = [r for r in records if r.failed]
     if failures:
         print(f"\n{len(failures)} failure(s); the first {min(len(failures), 10)}:", file=out)
@@ -345,8 +358,10 @@ def _show(value: object) -> str:
 
 
 def collect_cases(args: argparse.Namespace) -> list[Case]:
-    """Frozen cases, case files, then generated cases; filtered by op and dtype, each id once."""
-    frozen = [] if args.no_corpus else [f.case for f in load_corpus(args.corpus)]
+    """Saved regressions first, then frozen cases, case files and generated cases; filtered by
+    op and dtype, each id once."""
+    frozen = [] if args.no_corpus else [r.case for r in load_regressions()]
+    frozen += [] if args.no_corpus else [f.case for f in load_corpus(args.corpus)]
     for path in args.cases:
         frozen += [f.case for f in parse_corpus(path)]
     cases = [c for c in frozen if c.op in args.ops and c.dtype in args.dtypes]
@@ -358,6 +373,28 @@ def collect_cases(args: argparse.Namespace) -> list[Case]:
         seed=args.seed,
     )
     return list({c.id: c for c in reversed(cases)}.values())[::-1]
+
+
+def save_failures(runner: Runner, records: list[Record]) -> None:
+    """Shrink each new failure on its backend and append it to cases/regressions/."""
+    by_name = {b.name: b for b in runner.backends}
+    saved: set[tuple[str, str]] = set()
+    for rec in records:
+        backend = by_name.get(rec.backend)
+        if not rec.failed or backend is None:
+            continue
+
+        def still_fails(candidate: Case, backend=backend, verdict=rec.verdict) -> bool:
+            return runner.run_case(candidate, [backend])[0].verdict == verdict
+
+        small = shrink(parse_id(rec.case_id), still_fails)
+        if (small.id, rec.backend) in saved:
+            continue
+        (small_rec,) = runner.run_case(small, [backend])
+        versions = ", ".join(f"{k} {v}" for k, v in backend.availability.versions.items())
+        if small_rec.failed and save_regression(small_rec, versions):
+            print(f"saved regression: {small.id} on {rec.backend} (from {rec.case_id})")
+        saved.add((small.id, rec.backend))
 
 
 def _stream_path(args: argparse.Namespace) -> Path:
@@ -399,8 +436,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     backends, runnable = select_backends(args)
     cases = collect_cases(args)
+    regressions = [] if args.no_corpus else load_regressions()
     runner = Runner(
-        runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
+        runnable,
+        tolerance=Tolerance(args.tolerance_factor),
+        known=KnownFailures.load(),
+        regressions={(r.case.id, r.backend) for r in regressions},
     )
     names = [b.name for b in runner.backends]
     done: set[tuple[str, str]] = set()
@@ -470,6 +511,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress.update(case, recs)
         seconds = time.perf_counter() - start
         writer.end(seconds)
+        if args.save_failures:
+            save_failures(runner, read_stream(stream_path).results.records)
     except KeyboardInterrupt:
         progress.finish()
         print(

@@ -81,7 +81,9 @@ class Record:
         if self.known_failure:
             lines.append(f"  known failure: {self.known_failure}")
         if self.fixed:
-            lines.append("  FIXED: listed as a known failure but passes now; remove the entry")
+            lines.append(
+                "  FIXED: listed as failing (known failure or saved regression) but passes now"
+            )
         lines.append(f"  replay: {self.replay}")
         return "\n".join(lines)
 
@@ -111,10 +113,13 @@ class Runner:
         *,
         tolerance: Tolerance = Tolerance(),
         known: KnownFailures | None = None,
+        regressions: set[tuple[str, str]] = frozenset(),
     ) -> None:
         self.backends = [b for b in backends if b.availability.available]
         self.tolerance = tolerance
         self.known = known if known is not None else KnownFailures([])
+        #: (case id, backend) of saved regressions: passing one of them is reported as fixed.
+        self.regressions = regressions
 
     def run_case(self, case: Case, backends: Iterable[Backend] | None = None) -> list[Record]:
         """The records of ``case`` on every backend (or only on ``backends``, e.g. on resume)."""
@@ -218,6 +223,9 @@ class Runner:
             if entry is not None:
                 return replace(rec, known_failure=entry.reason)
             return rec
-        if self.known.exact(rec.backend, rec.case_id) is not None:
+        if self.known.exact(rec.backend, rec.case_id) is not None or (
+            rec.verdict in (D.PASS, D.BOTH_REJECTED)
+            and (rec.case_id, rec.backend) in self.regressions
+        ):
             return replace(rec, fixed=True)
         return rec

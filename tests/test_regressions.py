@@ -121,3 +121,85 @@ def test_pytest_saves_the_shrunk_failure_and_replays_it_first(tmp_path):
         f"FAILED conformance/test_conformance.py::test_regression[{reg.case.id}-planted-op-low]"
         in (second.stdout)
     )
+
+
+def test_cli_saves_shrunk_failures_replays_them_first_and_reports_fixes(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    regs = tmp_path / "regressions"
+    env = {**os.environ, "PYTHONPATH": str(root), "CONVCHECK_REGRESSIONS_DIR": str(regs)}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "conformance",
+                "run",
+                "--ops",
+                "conv_transpose1d",
+                "-q",
+                "--plugin",
+                "tests.planted:BACKENDS",
+                "--no-isolation",
+                *args,
+            ],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = run(
+        "--max-examples",
+        "15",
+        "--backends",
+        "numpy-ref,planted-op-low",
+        "--save-failures",
+        "--stream",
+        str(tmp_path / "a.jsonl"),
+    )
+    assert first.returncode == 1
+    saved = load_regressions(regs)
+    assert saved and {r.backend for r in saved} == {"planted-op-low"}
+    assert all(r.case.batch == 1 and r.case.in_channels == 1 for r in saved)  # shrunk
+    assert "saved regression:" in first.stdout
+
+    second = run(
+        "--max-examples",
+        "2",
+        "--invalid-examples",
+        "0",
+        "--backends",
+        "planted-op-low",
+        "--stream",
+        str(tmp_path / "b.jsonl"),
+    )
+    lines = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    replayed = [x["case_id"] for x in lines if x["kind"] == "record"][: len(saved)]
+    assert replayed == [r.case.id for r in saved]  # regressions run first
+    assert second.returncode == 1
+
+    # The same cases on a backend that gets them right: reported as fixed, file kept.
+    shutil.copy(regs / "planted-op-low.toml", regs / "numpy-ref.toml")
+    third = run(
+        "--max-examples",
+        "2",
+        "--invalid-examples",
+        "0",
+        "--backends",
+        "numpy-ref",
+        "--stream",
+        str(tmp_path / "c.jsonl"),
+    )
+    assert third.returncode == 0
+    fixed = [x for x in third.stdout.splitlines() if x.startswith("FIXED")]
+    assert len(fixed) == len(saved)
+    assert (regs / "numpy-ref.toml").exists()
