@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
 from conformance.tomlfile import read_entries
+from reference.params import conv_output_shape, conv_transpose_output_shape
 
 if TYPE_CHECKING:
     from conformance.runner import Record
@@ -85,6 +86,25 @@ def _any_axis(case: Case, test) -> bool:
     )
 
 
+def _out_sizes(case: Case) -> tuple[int, ...]:
+    """The case's output spatial sizes, or () for an invalid case."""
+    try:
+        if case.transposed:
+            return conv_transpose_output_shape(
+                case.spatial,
+                case.kernel,
+                case.stride,
+                case.padding,
+                case.dilation,
+                case.output_padding,
+            )
+        return conv_output_shape(
+            case.spatial, case.kernel, case.stride, case.padding, case.dilation
+        )
+    except ValueError:
+        return ()
+
+
 #: Named case predicates that ``when`` may use (extend here, with a docstring-quality name).
 PREDICATES: dict[str, Callable[[Case], bool]] = {
     "padding_exceeds_dilated_kernel": lambda c: _any_axis(
@@ -92,8 +112,13 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     ),
     "one_input_channel_per_group": lambda c: c.groups >= 1 and c.in_channels // c.groups == 1,
     "groups_below_one": lambda c: c.groups < 1,
-    "unit_last_axis_padded": lambda c: (
-        c.spatial[-1] == 1 and c.kernel[-1] == 1 and c.padding[-1] > 0
+    "one_tap_last_axis_padded": lambda c: c.kernel[-1] == 1 and c.padding[-1] > 0,
+    "batch_above_one": lambda c: c.batch > 1,
+    "output_padding_exceeds_padding_with_stride": lambda c: _any_axis(
+        c, lambda s, k, st, p, d, o: st > 1 and o > p
+    ),
+    "padded_with_unit_axis": lambda c: (
+        any(p > 0 for p in c.padding) and (1 in c.spatial or 1 in _out_sizes(c))
     ),
 }
 

@@ -6,6 +6,7 @@ Loaded by the repository's ``conftest.py``. Options:
   are skipped with the reason);
 * ``--conformance-dtypes=float32,...``: dtypes the strategies draw from;
 * ``--isolate``: run backends in worker processes (a crash becomes a failure, not the end);
+  backends marked ``crash_prone`` (channels-last PyTorch) always run in one;
 * ``--conformance-plugin=MODULE:ATTR``: extra backends (repeatable);
 * ``--conformance-json=PATH``: write every record seen as a results JSON;
 * ``--conformance-report=FILE.html``: write the HTML report;
@@ -68,7 +69,7 @@ class ConformanceSession:
             (backend,) = [b for b in self.backends if b.name == name]
             if not backend.availability.available:
                 pytest.skip(f"{name} not available: {backend.availability.detail}")
-            if self.isolate:
+            if self.isolate or backend.crash_prone:
                 backend = IsolatedBackend(backend, plugins=self.plugins)
             self._runners[name] = Runner([backend], known=self.known)
         return self._runners[name]

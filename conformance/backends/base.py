@@ -39,6 +39,9 @@ class Backend(ABC):
     description: str = ""
     #: Set by :func:`conformance.backends.load_plugins` for backends that came from a plugin.
     plugin_spec: str | None = None
+    #: Known to kill the process on cases no known-failures rule describes yet: pytest runs it
+    #: in a worker process even without ``--isolate``.
+    crash_prone: bool = False
 
     @cached_property
     def availability(self) -> Availability:
