@@ -169,7 +169,8 @@ def test_cli_saves_shrunk_failures_replays_them_first_and_reports_fixes(tmp_path
     assert first.returncode == 1
     saved = load_regressions(regs)
     assert saved and {r.backend for r in saved} == {"planted-op-low"}
-    assert all(r.case.batch == 1 and r.case.in_channels == 1 for r in saved)  # shrunk
+    # Shrunk (the zero-channel edge case stays at 0 channels).
+    assert all(r.case.batch <= 1 and r.case.in_channels <= 1 for r in saved)
     assert "saved regression:" in first.stdout
 
     second = run(
