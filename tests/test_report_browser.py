@@ -43,6 +43,7 @@ for _binary, _package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-drive
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 class FlippedWeight(NumpyReference):
@@ -189,6 +190,8 @@ def test_report_in_chromium(results: RunResults, driver, tmp_path: Path) -> None
     # The copy button answers (the clipboard may be unavailable headless: either outcome).
     button = driver.find_element(By.CSS_SELECTOR, "#failures .case-card button.copy")
     button.click()
+    # The clipboard answers asynchronously: wait for the button to say how it went.
+    WebDriverWait(driver, 30).until(lambda _: button.text != "copy")
     assert button.text in ("copied", "copy failed")
     assert _severe_logs(driver) == []
 
