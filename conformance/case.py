@@ -26,16 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from conformance.dtypes import FROM_SHORT, SHORT, check_dtype
-
-#: op name -> (spatial dims, transposed)
-OPS: dict[str, tuple[int, bool]] = {
-    "conv1d": (1, False),
-    "conv2d": (2, False),
-    "conv3d": (3, False),
-    "conv_transpose1d": (1, True),
-    "conv_transpose2d": (2, True),
-    "conv_transpose3d": (3, True),
-}
+from reference.params import OPS  # op name -> (spatial dims, transposed)
 
 
 def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:

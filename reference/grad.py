@@ -51,17 +51,8 @@ from reference.core import (
     conv_general,
     conv_transpose_general,
 )
-from reference.params import ConvParams, IntOrSeq, check_params, check_shapes
-
-#: op name -> (spatial dims, transposed); the six ops of :mod:`reference.ops`.
-OPS: dict[str, tuple[int, bool]] = {
-    "conv1d": (1, False),
-    "conv2d": (2, False),
-    "conv3d": (3, False),
-    "conv_transpose1d": (1, True),
-    "conv_transpose2d": (2, True),
-    "conv_transpose3d": (3, True),
-}
+from reference.ops import as_real_array
+from reference.params import OPS, ConvParams, IntOrSeq, check_params, check_shapes
 
 
 @dataclass(frozen=True)
@@ -115,11 +106,8 @@ def regroup_weight(w: np.ndarray, groups: int) -> np.ndarray:
     return np.ascontiguousarray(wg.reshape(groups * c_in_g, *kernel, c_out // groups))
 
 
-def _f64(name: str, value: object) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
+def _f64(op: str, name: str, value: object) -> np.ndarray:
+    return as_real_array(op, name, value).astype(np.float64)
 
 
 def grad_input(
@@ -136,7 +124,7 @@ def grad_input(
     with_bound: bool = False,
 ) -> np.ndarray | ConvResult:
     """``dL/dx`` of ``op`` for cotangent ``dy``; shape ``x_shape`` (MLX layout)."""
-    wa, dya = _f64("weight", w), _f64("dy", dy)
+    wa, dya = _f64(op, "weight", w), _f64(op, "dy", dy)
     p = _params(
         op,
         x_shape,
@@ -236,7 +224,7 @@ def grad_weight(
     with_bound: bool = False,
 ) -> np.ndarray | ConvResult:
     """``dL/dw`` of ``op`` for cotangent ``dy``; shape ``w_shape`` (MLX layout)."""
-    xa, dya = _f64("input", x), _f64("dy", dy)
+    xa, dya = _f64(op, "input", x), _f64(op, "dy", dy)
     p = _params(
         op,
         xa.shape,
@@ -264,7 +252,7 @@ def grad_weight(
 
 def grad_bias(dy: object, *, with_bound: bool = False) -> np.ndarray | ConvResult:
     """``dL/db``: ``dy`` summed over batch and positions; shape ``(C_out,)``."""
-    dya = _f64("dy", dy)
+    dya = _f64("grad_bias", "dy", dy)
     if dya.ndim < 3:
         raise ValueError(f"dy must have rank >= 3 (N, *spatial, C_out), got shape {dya.shape}")
     axes = tuple(range(dya.ndim - 1))

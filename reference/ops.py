@@ -15,7 +15,8 @@ from reference.core import ConvResult, conv_general, conv_transpose_general
 from reference.params import IntOrSeq, check_params, check_shapes
 
 
-def _as_array(op: str, name: str, value: object) -> np.ndarray:
+def as_real_array(op: str, name: str, value: object) -> np.ndarray:
+    """``value`` as an array; ValueError naming op and argument unless it is real numeric."""
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{op}: {name} must be a real numeric array, got dtype {arr.dtype}")
@@ -58,9 +59,9 @@ def run_op(
         groups=groups,
         transposed=transposed,
     )
-    xa = _as_array(op, "input", x)
-    wa = _as_array(op, "weight", w)
-    ba = None if bias is None else _as_array(op, "bias", bias)
+    xa = as_real_array(op, "input", x)
+    wa = as_real_array(op, "weight", w)
+    ba = None if bias is None else as_real_array(op, "bias", bias)
     check_shapes(p, xa.shape, wa.shape, None if ba is None else ba.shape)
     if transposed:
         res = conv_transpose_general(

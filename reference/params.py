@@ -15,6 +15,16 @@ import numpy as np
 
 IntOrSeq = int | Sequence[int]
 
+#: op name -> (spatial dims, transposed): the six ops of :mod:`reference.ops`.
+OPS: dict[str, tuple[int, bool]] = {
+    "conv1d": (1, False),
+    "conv2d": (2, False),
+    "conv3d": (3, False),
+    "conv_transpose1d": (1, True),
+    "conv_transpose2d": (2, True),
+    "conv_transpose3d": (3, True),
+}
+
 
 def _as_int(value: object) -> int | None:
     """``value`` as a Python int if it is an integer (NumPy integers too, bools not), else None."""
