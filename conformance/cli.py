@@ -14,23 +14,31 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from conformance import diff as D
 from conformance.backends import Backend, resolve
 from conformance.case import OPS, Case, parse_id
 from conformance.corpus import load_corpus, parse_corpus
-from conformance.diff import Tolerance
 from conformance.dtypes import DTYPES
 from conformance.generate import generated_cases
-from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, IsolatedBackend
-from conformance.known_failures import KnownFailures
+from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TimeBudget
+from conformance.parallel import (
+    RunSpec,
+    WorkerError,
+    WorkerPool,
+    close_runner,
+    parse_workers,
+    start_isolated,
+)
 from conformance.regressions import load_regressions, save_regression
 from conformance.results import backend_entry, counts
 from conformance.runner import Record, Runner
 from conformance.shrink import shrink
 from conformance.stream import StreamContents, StreamWriter, read_results, read_stream
+from conformance.timing import StageTimes, throughput_table
 
 DEFAULT_SEED = 20261123
 DEFAULT_MAX_EXAMPLES = 100
@@ -54,6 +62,13 @@ def _choices(kind: str, allowed: Sequence[str]):
     return parse
 
 
+def _workers(text: str) -> int:
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_backend_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backends", type=_csv, help="comma-separated backend names (default: all available)"
@@ -73,9 +88,12 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=float,
-        default=DEFAULT_TIMEOUT,
-        help=f"seconds per case per isolated backend (default {DEFAULT_TIMEOUT:g})",
+        action="append",
+        default=[],
+        metavar="[BACKEND=]SECONDS",
+        help="time budget of one case on an isolated backend; over it, the verdict is timeout "
+        f"and the run goes on. SECONDS for every backend (default {DEFAULT_TIMEOUT:g}), "
+        "BACKEND=SECONDS for one (e.g. --timeout mlx-cpu=600); repeatable",
     )
     p.add_argument(
         "--worker-memory-mb",
@@ -170,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
         "options left out are taken from its header, options given must match it",
     )
     run.add_argument("--report", type=Path, help="write the HTML report here")
+    run.add_argument(
+        "-n",
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="run cases in N worker processes ('auto': one per CPU); same records and report "
+        "as a serial run (default 1: in this process)",
+    )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     _add_backend_options(run)
 
@@ -191,26 +218,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def select_backends(args: argparse.Namespace) -> tuple[list[Backend], list[Backend]]:
-    """(all requested backends, the available ones wrapped for isolation unless disabled)."""
-    backends = resolve(args.backends, plugins=args.plugin, allow_tf32=args.tf32)
-    available = [b for b in backends if b.availability.available]
-    if args.backends:
-        missing = [b for b in backends if not b.availability.available]
-        for b in missing:
-            print(f"warning: {b.name} is not available: {b.availability.detail}", file=sys.stderr)
-    if not args.no_isolation:
-        available = [
-            IsolatedBackend(
-                b,
-                plugins=tuple(args.plugin),
-                allow_tf32=args.tf32,
-                timeout=args.timeout,
-                memory_mb=args.worker_memory_mb,
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """How to build this run's runner, from the backend options (names are checked)."""
+    budget = TimeBudget.parse(args.timeout)
+    if budget.per_backend:
+        known = {b.name for b in resolve(plugins=args.plugin)}
+        unknown = [n for n, _ in budget.per_backend if n not in known]
+        if unknown:
+            raise ValueError(
+                f"--timeout: unknown backend {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
             )
-            for b in available
-        ]
-    return backends, available
+    return RunSpec(
+        backends=tuple(args.backends) if args.backends else None,
+        plugins=tuple(args.plugin),
+        allow_tf32=args.tf32,
+        isolate=not args.no_isolation,
+        budget=budget,
+        memory_mb=args.worker_memory_mb,
+        tolerance_factor=args.tolerance_factor,
+    )
+
+
+def select_backends(spec: RunSpec) -> list[Backend]:
+    """All requested backends (available or not), warning about requested unavailable ones."""
+    backends = spec.resolve()
+    if spec.backends:
+        for b in backends:
+            if not b.availability.available:
+                print(
+                    f"warning: {b.name} is not available: {b.availability.detail}",
+                    file=sys.stderr,
+                )
+    return backends
 
 
 class Progress:
@@ -434,16 +474,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.tolerance_factor is None:
         args.tolerance_factor = 1.0
 
-    backends, runnable = select_backends(args)
-    cases = collect_cases(args)
     regressions = [] if args.no_corpus else load_regressions()
-    runner = Runner(
-        runnable,
-        tolerance=Tolerance(args.tolerance_factor),
-        known=KnownFailures.load(),
-        regressions={(r.case.id, r.backend) for r in regressions},
+    spec = replace(
+        run_spec(args), regressions=frozenset((r.case.id, r.backend) for r in regressions)
     )
-    names = [b.name for b in runner.backends]
+    backends = select_backends(spec)
+    cases = collect_cases(args)
+    names = [b.name for b in backends if b.availability.available]
     done: set[tuple[str, str]] = set()
     if previous is not None:
         was = [str(b["name"]) for b in previous.header["backends"] if b["available"]]  # type: ignore[attr-defined,index]
@@ -462,9 +499,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "stream are not in this list): a different Hypothesis version or cases/ files?",
                 file=sys.stderr,
             )
-    todo = [(c, [b for b in runner.backends if (c.id, b.name) not in done]) for c in cases]
-    todo = [(c, bs) for c, bs in todo if bs]
+    todo = [(c, [n for n in names if (c.id, n) not in done]) for c in cases]
+    todo = [(c, ns) for c, ns in todo if ns]
     mode = "isolated" if not args.no_isolation else "in-process"
+    if args.workers > 1:
+        mode += f", {args.workers} workers"
     print(
         f"running {len(todo)} of {len(cases)} cases on {', '.join(names) or 'no backend'} "
         f"({mode}); stream: {stream_path}",
@@ -490,7 +529,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             "backends": args.backends or "all",
             "plugins": list(args.plugin),
             "isolated": not args.no_isolation,
-            "timeout": args.timeout,
+            "workers": args.workers,
+            "timeout": spec.budget.default,
+            "timeout_per_backend": dict(spec.budget.per_backend),
             "worker_memory_mb": args.worker_memory_mb,
             "tolerance": {"factor": args.tolerance_factor, "accumulation": "float32"},
             "cases": len(cases),
@@ -500,18 +541,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     progress = Progress(len(todo), args.quiet)
     start = time.perf_counter()
-    with_work = {b.name for _, bs in todo for b in bs}
-    for b in runnable:
-        if isinstance(b, IsolatedBackend) and b.name in with_work:
-            b.start()  # all workers import their backends at once, not one after the other
+    times = StageTimes()
+    runner: Runner | None = None
+    pool: WorkerPool | None = None
     try:
-        for case, todo_backends in todo:
-            recs = runner.run_case(case, todo_backends)
+        if args.workers > 1 and todo:
+            pool = WorkerPool(spec, args.workers)
+            outcomes = pool.run(todo)
+        else:
+            runner = spec.runner(backends)
+            start_isolated(runner, {n for _, ns in todo for n in ns})
+            outcomes = _run_serial(runner, todo)
+        for case, recs, case_times in outcomes:
+            times.merge(case_times)
             writer.write_records(recs)
             progress.update(case, recs)
         seconds = time.perf_counter() - start
-        writer.end(seconds)
+        writer.end(seconds, stages=times.to_dict())
         if args.save_failures:
+            if runner is None:
+                runner = spec.runner(backends)
             save_failures(runner, read_stream(stream_path).results.records)
     except KeyboardInterrupt:
         progress.finish()
@@ -523,9 +572,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     finally:
         writer.close()
-        for b in runnable:
-            if isinstance(b, IsolatedBackend):
-                b.close()
+        if pool is not None:
+            pool.close()
+        if runner is not None:
+            close_runner(runner)
     progress.finish()
 
     results = read_stream(stream_path).results
@@ -538,31 +588,46 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"stream: {stream_path}")
     if args.json:
-        results.write(args.json)
+        with times.stage("results"):
+            results.write(args.json)
         print(f"results: {args.json}")
     if args.report:
         from conformance.report import write_report
 
-        write_report(results, args.report)
+        with times.stage("report"):
+            write_report(results, args.report)
         print(f"report: {args.report}")
+    if times.seconds and not args.quiet:
+        print("\nwhere the time went (this part of the run):")
+        for line in throughput_table(times, wall_seconds=seconds):
+            print(f"  {line}")
     return 1 if any(r.failed for r in records) else 0
+
+
+def _run_serial(
+    runner: Runner, todo: list[tuple[Case, list[str]]]
+) -> Iterator[tuple[Case, list[Record], StageTimes]]:
+    by_name = {b.name: b for b in runner.backends}
+    for case, names in todo:
+        runner.times = StageTimes()
+        recs = runner.run_case(case, [by_name[n] for n in names])
+        yield case, recs, runner.times
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     case = parse_id(args.case_id)
     if args.tolerance_factor is None:
         args.tolerance_factor = 1.0
-    backends, runnable = select_backends(args)
-    runner = Runner(
-        runnable, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
-    )
+    spec = run_spec(args)
+    backends = select_backends(spec)
+    runner = spec.runner(backends)
     print(f"case {case.id}")
     for key, value in case.to_dict().items():
         print(f"  {key:<15} {value}")
-    records = runner.run_case(case)
-    for b in runnable:
-        if isinstance(b, IsolatedBackend):
-            b.close()
+    try:
+        records = runner.run_case(case)
+    finally:
+        close_runner(runner)
     for r in records:
         print()
         print(r.summary())
@@ -615,6 +680,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backends": cmd_backends,
             "report": cmd_report,
         }[args.command](args)
-    except ValueError as exc:
+    except (ValueError, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

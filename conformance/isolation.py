@@ -29,6 +29,8 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,52 @@ DEFAULT_TIMEOUT = 120.0
 #: Per-worker memory limit in MiB (0: none): generous, it is there to stop a runaway backend.
 DEFAULT_MEMORY_MB = 16384
 STDERR_TAIL_LINES = 12
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """Seconds one case may take per backend: a default and per-backend overrides.
+
+    A slow backend (MLX on the CPU is ~100x slower than PyTorch on DCGAN-sized conv_transpose)
+    can get a larger budget, or a smaller one to keep a run short; a case over its backend's
+    budget is verdict ``timeout`` for that backend and the run goes on. Only isolated backends
+    can be stopped, so the budget applies to them.
+    """
+
+    default: float = DEFAULT_TIMEOUT
+    per_backend: tuple[tuple[str, float], ...] = ()
+
+    def for_backend(self, name: str) -> float:
+        return dict(self.per_backend).get(name, self.default)
+
+    @classmethod
+    def parse(cls, items: Iterable[str], option: str = "--timeout") -> TimeBudget:
+        """From ``SECONDS`` (the default) and ``BACKEND=SECONDS`` items; ValueError naming
+        ``option`` and the rule for a bad one."""
+        default, per = DEFAULT_TIMEOUT, {}
+        for item in items:
+            name, sep, value = item.rpartition("=")
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = float("nan")
+            if not seconds > 0 or seconds == float("inf"):
+                raise ValueError(
+                    f"{option} {item!r}: seconds must be a finite number > 0 "
+                    "(SECONDS, or BACKEND=SECONDS for one backend)"
+                )
+            if sep and not name.strip():
+                raise ValueError(f"{option} {item!r}: the backend name before '=' is empty")
+            if sep:
+                per[name.strip()] = seconds
+            else:
+                default = seconds
+        return cls(default, tuple(sorted(per.items())))
+
+    def describe(self) -> str:
+        parts = [f"{self.default:g} s"] + [f"{n} {s:g} s" for n, s in self.per_backend]
+        return ", ".join(parts)
+
 
 #: Messages of allocation failures that are not a ``MemoryError`` (PyTorch, C++, libc).
 OUT_OF_MEMORY_MARKERS = (

@@ -17,6 +17,7 @@ from conformance.diff import DiffMetrics, Tolerance
 from conformance.inputs import make_inputs, run_reference
 from conformance.isolation import RemoteError, WorkerCrashed, WorkerTimeout
 from conformance.known_failures import KnownFailures
+from conformance.timing import BACKEND_PREFIX, StageTimes
 
 
 def replay_command(case_id: str, backend: str, plugin: str | None = None) -> str:
@@ -120,18 +121,22 @@ class Runner:
         self.known = known if known is not None else KnownFailures([])
         #: (case id, backend) of saved regressions: passing one of them is reported as fixed.
         self.regressions = regressions
+        #: Seconds per stage over every case run so far (see :mod:`conformance.timing`).
+        self.times = StageTimes()
 
     def run_case(self, case: Case, backends: Iterable[Backend] | None = None) -> list[Record]:
         """The records of ``case`` on every backend (or only on ``backends``, e.g. on resume)."""
         todo = self.backends if backends is None else list(backends)
         if not todo:
             return []
-        inputs = make_inputs(case)
-        try:
-            ref = run_reference(case, inputs)
-            ref_error = None
-        except ValueError as exc:
-            ref, ref_error = None, str(exc)
+        with self.times.stage("inputs"):
+            inputs = make_inputs(case)
+        with self.times.stage("reference"):
+            try:
+                ref = run_reference(case, inputs)
+                ref_error = None
+            except ValueError as exc:
+                ref, ref_error = None, str(exc)
         return [self._run_backend(case, inputs, ref, ref_error, b) for b in todo]
 
     def run(self, cases: Iterable[Case]) -> Iterator[Record]:
@@ -161,7 +166,10 @@ class Runner:
                 )
         start = time.perf_counter()
         try:
-            got = backend.run(case, inputs)
+            try:
+                got = backend.run(case, inputs)
+            finally:
+                self.times.add(BACKEND_PREFIX + backend.name, time.perf_counter() - start)
         except (WorkerCrashed, WorkerTimeout) as exc:
             verdict = D.CRASHED if isinstance(exc, WorkerCrashed) else D.TIMEOUT
             rec = Record(
@@ -207,7 +215,8 @@ class Runner:
                 **base,
             )
             return self._with_known(rec)
-        result = D.compare(case, got, ref, self.tolerance)
+        with self.times.stage("diff"):
+            result = D.compare(case, got, ref, self.tolerance)
         rec = Record(
             verdict=result.verdict,
             detail=result.detail,

@@ -29,8 +29,9 @@ then, in the order they happen::
         # one case on one backend: the fields of Record.to_dict() (conformance.runner)
     {"kind": "resume", "created": ..., "command": str, "done": int}
         # `run --resume` starts: "done" records were already in the file
-    {"kind": "end", "created": ..., "seconds": float, "records": int}
-        # a run (or a resumed part of it) finished: its wall time and how many records it wrote
+    {"kind": "end", "created": ..., "seconds": float, "records": int, "stages": {...}}
+        # a run (or a resumed part of it) finished: its wall time, how many records it wrote
+        # and (optional) seconds per stage, {"<stage>": {"seconds", "count"}} (conformance.timing)
 
 A stream whose last line is not ``end`` is from a run that was killed or interrupted (or is still
 going). Records are keyed by ``(case_id, backend)``; a key appears once.
@@ -38,8 +39,8 @@ going). Records are keyed by ``(case_id, backend)``; a key appears once.
 :attr:`StreamContents.results` is the run as :class:`~conformance.results.RunResults` (what the
 results JSON and the report are built from): the header's created, environment, backends and
 settings, the records in file order, and in the settings ``seconds`` (the sum of the ``end``
-lines), ``stream`` (the file), and where they apply ``resumed`` (how many times),
-``complete: false`` and ``truncated_line``.
+lines), ``stages`` (their stage times summed), ``stream`` (the file), and where they apply
+``resumed`` (how many times), ``complete: false`` and ``truncated_line``.
 
 Reading (:func:`read_stream`) checks every line like the results JSON reader checks a record and
 names file, line number and field in its errors. One thing is forgiven: a last line without its
@@ -66,6 +67,7 @@ from conformance.results import (
     record_from_dict,
 )
 from conformance.runner import Record
+from conformance.timing import StageTimes
 
 SCHEMA = "convcheck-stream/1"
 KINDS = ("header", "record", "resume", "end")
@@ -135,6 +137,12 @@ class StreamContents:
         """The run as :class:`RunResults` (settings say whether it finished and was resumed)."""
         settings = dict(self.settings)
         settings["seconds"] = round(sum(float(e["seconds"]) for e in self.ends), 3)  # type: ignore[arg-type]
+        stages = StageTimes()
+        for e in self.ends:
+            if isinstance(e.get("stages"), dict):
+                stages.merge(StageTimes.from_dict(e["stages"]))  # type: ignore[arg-type]
+        if stages.seconds:
+            settings["stages"] = stages.to_dict()
         if self.resumes:
             settings["resumed"] = len(self.resumes)
         if not self.complete:
@@ -319,17 +327,18 @@ class StreamWriter:
             self._write("".join(lines))
             self.written += len(lines)
 
-    def end(self, seconds: float) -> None:
-        self._write(
-            _line(
-                {
-                    "kind": "end",
-                    "created": _now(),
-                    "seconds": round(seconds, 3),
-                    "records": self.written,
-                }
-            )
-        )
+    def end(self, seconds: float, stages: dict[str, object] | None = None) -> None:
+        """The run (or this resumption) finished: wall seconds and, optionally, the seconds per
+        stage (:meth:`conformance.timing.StageTimes.to_dict`)."""
+        line: dict[str, object] = {
+            "kind": "end",
+            "created": _now(),
+            "seconds": round(seconds, 3),
+            "records": self.written,
+        }
+        if stages is not None:
+            line["stages"] = stages
+        self._write(_line(line))
 
     def close(self) -> None:
         self._fh.close()

@@ -1,0 +1,253 @@
+"""Runs cases in worker processes: ``python -m conformance run --workers N`` (or ``-n N``).
+
+A :class:`RunSpec` says how to build a :class:`~conformance.runner.Runner` (backends, isolation,
+time budget, tolerance, known failures, saved regressions); the serial run builds one in this
+process, and each of the N workers of a :class:`WorkerPool` builds its own. Each worker is a
+spawned process that takes one case at a time and sends back its records and the seconds it
+spent per stage; the pool hands the results back in the order the cases were given, so the
+stream, the results JSON and the report of a parallel run are the same as a serial run's (only
+the timings differ).
+
+A worker runs the reference and the diffs itself; with isolation (the default) each worker
+starts its own isolated process per backend, so a crash or a timeout costs one case in one
+worker. Each worker gets ``cpus // N`` BLAS / OpenMP threads (at least one), so N workers do
+not oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from conformance.backends import Backend, resolve
+from conformance.case import Case
+from conformance.diff import Tolerance
+from conformance.isolation import DEFAULT_MEMORY_MB, IsolatedBackend, TimeBudget
+from conformance.known_failures import KnownFailures
+from conformance.runner import Record, Runner
+from conformance.timing import StageTimes
+
+#: Environment variables that size the thread pools of OpenBLAS, MKL, OpenMP (torch) and MLX.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Cases sent ahead to each worker, so it never waits for the parent between cases.
+IN_FLIGHT_PER_WORKER = 2
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def parse_workers(text: str) -> int:
+    """``auto`` (one per CPU) or a whole number >= 1; ValueError naming the option otherwise."""
+    if text.strip().lower() == "auto":
+        return available_cpus()
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"--workers {text!r}: give a whole number >= 1 or 'auto'")
+    return n
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to build the runner of a run, in this process or in a worker."""
+
+    backends: tuple[str, ...] | None = None
+    plugins: tuple[str, ...] = ()
+    allow_tf32: bool = False
+    isolate: bool = True
+    budget: TimeBudget = TimeBudget()
+    memory_mb: int = DEFAULT_MEMORY_MB
+    tolerance_factor: float = 1.0
+    regressions: frozenset[tuple[str, str]] = frozenset()
+
+    def resolve(self) -> list[Backend]:
+        """Every requested backend (available or not)."""
+        return resolve(
+            list(self.backends) if self.backends else None,
+            plugins=list(self.plugins),
+            allow_tf32=self.allow_tf32,
+        )
+
+    def runnable(self, backends: Sequence[Backend]) -> list[Backend]:
+        """The available ones, each in its own worker process unless isolation is off."""
+        available = [b for b in backends if b.availability.available]
+        if not self.isolate:
+            return available
+        return [
+            IsolatedBackend(
+                b,
+                plugins=self.plugins,
+                allow_tf32=self.allow_tf32,
+                timeout=self.budget.for_backend(b.name),
+                memory_mb=self.memory_mb,
+            )
+            for b in available
+        ]
+
+    def runner(self, backends: Sequence[Backend] | None = None) -> Runner:
+        return Runner(
+            self.runnable(self.resolve() if backends is None else backends),
+            tolerance=Tolerance(self.tolerance_factor),
+            known=KnownFailures.load(),
+            regressions=set(self.regressions),
+        )
+
+
+def close_runner(runner: Runner) -> None:
+    for b in runner.backends:
+        if isinstance(b, IsolatedBackend):
+            b.close()
+
+
+def start_isolated(runner: Runner, names: set[str] | None = None) -> None:
+    """Start the isolated workers now, all at once (each imports its backend meanwhile)."""
+    for b in runner.backends:
+        if isinstance(b, IsolatedBackend) and (names is None or b.name in names):
+            b.start()
+
+
+def _worker_main(conn: Connection, spec: RunSpec) -> None:
+    """A pool worker: build the runner, then run each case sent until ``None`` comes."""
+    runner = None
+    try:
+        runner = spec.runner()
+        by_name = {b.name: b for b in runner.backends}
+        start_isolated(runner)
+        conn.send(("ready", [b.name for b in runner.backends]))
+        while (message := conn.recv()) is not None:
+            index, case, names = message
+            runner.times = StageTimes()
+            records = runner.run_case(case, [by_name[n] for n in names])
+            conn.send(("done", index, records, runner.times))
+    except (EOFError, KeyboardInterrupt):
+        pass
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except OSError:
+            pass
+    finally:
+        if runner is not None:
+            close_runner(runner)
+
+
+class WorkerError(RuntimeError):
+    """A pool worker failed outside of a backend (which would be a record, not an error)."""
+
+
+@contextmanager
+def _threads_per_worker(threads: int) -> Iterator[None]:
+    """Set the thread-count variables that spawned workers inherit; restore them after."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class WorkerPool:
+    """N spawned workers, each with its own runner built from ``spec``."""
+
+    def __init__(self, spec: RunSpec, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        ctx = mp.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs: list[mp.process.BaseProcess] = []
+        with _threads_per_worker(max(1, available_cpus() // workers)):
+            for i in range(workers):
+                parent, child = ctx.Pipe()
+                # Not a daemon: an isolated backend is a child process of the worker.
+                proc = ctx.Process(
+                    target=_worker_main, args=(child, spec), name=f"convcheck-worker-{i}"
+                )
+                proc.start()
+                child.close()
+                self._conns.append(parent)
+                self._procs.append(proc)
+        for conn in self._conns:
+            self._receive(conn, "starting")
+
+    def _receive(self, conn: Connection, doing: str) -> tuple:
+        try:
+            reply = conn.recv()
+        except EOFError:
+            i = self._conns.index(conn)
+            raise WorkerError(
+                f"worker {i} died while {doing} (exit code {self._procs[i].exitcode}); "
+                "a backend that crashes its process needs isolation (drop --no-isolation)"
+            ) from None
+        if reply[0] == "error":
+            raise WorkerError(f"worker failed while {doing}:\n{reply[1]}")
+        return reply
+
+    def run(
+        self, todo: Sequence[tuple[Case, Sequence[str]]]
+    ) -> Iterator[tuple[Case, list[Record], StageTimes]]:
+        """Each case's records (on the named backends) and stage times, in the order given."""
+        pending = list(enumerate(todo))[::-1]
+        busy: dict[Connection, int] = {c: 0 for c in self._conns}
+        done: dict[int, tuple[list[Record], StageTimes]] = {}
+        where: dict[int, Connection] = {}
+        next_out = 0
+
+        def feed(conn: Connection) -> None:
+            while pending and busy[conn] < IN_FLIGHT_PER_WORKER:
+                index, (case, names) = pending.pop()
+                conn.send((index, case, list(names)))
+                busy[conn] += 1
+                where[index] = conn
+
+        for conn in self._conns:
+            feed(conn)
+        while next_out < len(todo):
+            while next_out in done:
+                records, times = done.pop(next_out)
+                yield todo[next_out][0], records, times
+                next_out += 1
+            if next_out >= len(todo):
+                break
+            for conn in wait([c for c, n in busy.items() if n]):
+                assert isinstance(conn, Connection)
+                case = todo[min(i for i, c in where.items() if c is conn)][0]
+                _, index, records, times = self._receive(conn, f"running {case.id}")
+                busy[conn] -= 1
+                del where[index]
+                done[index] = (records, times)
+                feed(conn)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for proc in self._procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=10)
+        for conn in self._conns:
+            conn.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,220 @@
+"""Parallel runs (``run --workers N``), per-backend time budgets and the stage-time table.
+
+The CLI runs for real in subprocesses, with backends from ``tests/planted.py`` that fail, crash
+and hang, so the parallel run is checked on every kind of verdict, not only on passes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conformance import diff as D
+from conformance.backends import resolve
+from conformance.case import parse_id
+from conformance.isolation import DEFAULT_TIMEOUT, TimeBudget
+from conformance.parallel import available_cpus, parse_workers
+from conformance.runner import Runner
+from conformance.stream import read_stream
+from conformance.timing import StageTimes, throughput_table
+from tests.test_robust_run import PLUGIN, ROBUST_CASES, cli, write_cases
+
+# --- run --workers N: the same records, in the same order, as a serial run --------------------
+
+
+def _key(record: dict) -> tuple:
+    return (record["case_id"], record["backend"], record["verdict"], record["known_failure"])
+
+
+def test_workers_give_the_serial_records_and_one_report(tmp_path):
+    cases = write_cases(tmp_path / "cases.toml", ROBUST_CASES)
+    common = [
+        "run",
+        "--cases",
+        str(cases),
+        "--no-corpus",
+        "--ops",
+        "conv_transpose1d,conv_transpose2d,conv1d",
+        "--dtypes",
+        "float32,float16",
+        "--max-examples",
+        "6",
+        "--plugin",
+        PLUGIN,
+        "--backends",
+        "numpy-ref,planted-op-low,planted-crash,planted-hang",
+        "--timeout",
+        "5",
+    ]
+    serial = cli(*common, "--json", str(tmp_path / "serial.json"))
+    parallel = cli(
+        *common,
+        "-n",
+        "2",
+        "--json",
+        str(tmp_path / "parallel.json"),
+        "--report",
+        str(tmp_path / "parallel.html"),
+    )
+    # planted-op-low fails and planted-crash crashes: both runs finish and report failures.
+    assert serial.returncode == 1, serial.stderr
+    assert parallel.returncode == 1, parallel.stderr
+    assert "2 workers" in parallel.stderr
+    a = json.loads((tmp_path / "serial.json").read_text())["records"]
+    b = json.loads((tmp_path / "parallel.json").read_text())["records"]
+    assert [_key(r) for r in a] == [_key(r) for r in b]
+    verdicts = {r["verdict"] for r in b}
+    assert {D.PASS, D.VALUE_MISMATCH, D.CRASHED, D.TIMEOUT} <= verdicts
+    html = (tmp_path / "parallel.html").read_text()
+    assert all(r["case_id"] in html for r in b if r["verdict"] == D.VALUE_MISMATCH)
+    # The stream's end line holds the stage times summed over both workers.
+    stages = read_stream(tmp_path / "parallel.jsonl").results.settings["stages"]
+    cases_run = len({r["case_id"] for r in b})
+    assert stages["inputs"]["count"] == cases_run
+    assert stages["reference"]["count"] == cases_run
+    assert stages["backend:planted-op-low"]["count"] > 0
+    assert "where the time went" in parallel.stdout
+    assert "backend planted-op-low" in parallel.stdout
+
+
+def test_a_worker_that_dies_without_isolation_is_a_clear_error(tmp_path):
+    cases = write_cases(tmp_path / "cases.toml", ["conv_transpose1d-n1-c1x1-s4-k2-st3-f32"])
+    res = cli(
+        "run",
+        "--cases",
+        str(cases),
+        "--no-corpus",
+        "--max-examples",
+        "0",
+        "--plugin",
+        PLUGIN,
+        "--backends",
+        "planted-crash",
+        "--no-isolation",
+        "-n",
+        "2",
+        "-q",
+        "--stream",
+        str(tmp_path / "s.jsonl"),
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert "died while running conv_transpose1d-n1-c1x1-s4-k2-st3-f32" in res.stderr
+    assert "isolation" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "text, rule",
+    [("0", "whole number >= 1"), ("two", "whole number >= 1"), ("-3", "whole number >= 1")],
+)
+def test_bad_workers_name_the_option(text, rule):
+    with pytest.raises(ValueError, match=rf"--workers '{text}'.*{rule}"):
+        parse_workers(text)
+
+
+def test_workers_auto_is_one_per_cpu():
+    assert parse_workers("auto") == available_cpus() >= 1
+    assert parse_workers("3") == 3
+
+
+# --- per-backend time budgets ---------------------------------------------------------------
+
+
+def test_a_budget_per_backend(tmp_path):
+    # planted-slow sleeps 50 ms per case: over a 10 ms budget it times out on every case it
+    # runs, while numpy-ref and planted-hang (which hangs only on batch 2) keep their budgets.
+    ids = ["conv_transpose1d-n1-c1x1-s4-k2-f32", "conv_transpose1d-n2-c1x1-s4-k2-f32"]
+    cases = write_cases(tmp_path / "cases.toml", ids)
+    res = cli(
+        "run",
+        "--cases",
+        str(cases),
+        "--no-corpus",
+        "--max-examples",
+        "0",
+        "--plugin",
+        PLUGIN,
+        "--backends",
+        "numpy-ref,planted-slow,planted-hang",
+        "--timeout",
+        "60",
+        "--timeout",
+        "planted-slow=0.01",
+        "--timeout",
+        "planted-hang=3",
+        "--json",
+        str(tmp_path / "r.json"),
+        "-q",
+    )
+    assert res.returncode == 1, res.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    got = {(r["case_id"], r["backend"]): r for r in data["records"]}
+    assert {got[(i, "planted-slow")]["verdict"] for i in ids} == {D.TIMEOUT}
+    assert got[(ids[0], "planted-hang")]["verdict"] == D.PASS
+    assert got[(ids[1], "planted-hang")]["verdict"] == D.TIMEOUT
+    assert "within 3 s" in got[(ids[1], "planted-hang")]["detail"]
+    assert {got[(i, "numpy-ref")]["verdict"] for i in ids} == {D.PASS}
+    assert data["settings"]["timeout"] == 60
+    assert data["settings"]["timeout_per_backend"] == {"planted-hang": 3, "planted-slow": 0.01}
+
+
+def test_time_budget_parsing():
+    budget = TimeBudget.parse(["30", "mlx-cpu=600", "torch-cpu=2.5"])
+    assert budget.for_backend("mlx-cpu") == 600
+    assert budget.for_backend("torch-cpu") == 2.5
+    assert budget.for_backend("numpy-ref") == 30
+    assert TimeBudget.parse([]).for_backend("x") == DEFAULT_TIMEOUT
+    assert budget.describe() == "30 s, mlx-cpu 600 s, torch-cpu 2.5 s"
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("0", "finite number > 0"),
+        ("mlx-cpu=-1", "finite number > 0"),
+        ("mlx-cpu=soon", "finite number > 0"),
+        ("inf", "finite number > 0"),
+        ("=5", "backend name before '=' is empty"),
+    ],
+)
+def test_bad_time_budgets_name_the_option(item, message):
+    with pytest.raises(ValueError, match=rf"--timeout '{item}'.*{message}"):
+        TimeBudget.parse([item])
+
+
+def test_a_budget_for_an_unknown_backend_is_an_error():
+    res = cli("replay", "conv1d-n1-c1x1-s5-k3-f32", "--timeout", "mlx-cpx=10", timeout=120)
+    assert res.returncode == 2
+    assert "--timeout: unknown backend mlx-cpx" in res.stderr
+
+
+# --- where the time goes --------------------------------------------------------------------
+
+
+def test_runner_times_every_stage():
+    (numpy_ref,) = resolve(["numpy-ref"])
+    runner = Runner([numpy_ref])
+    runner.run_case(parse_id("conv_transpose2d-n2-c4x6-s5-k3-st2-p1-f32"))
+    runner.run_case(parse_id("conv2d-n1-c2x2-s2-k3-f32"))  # invalid: kernel larger than input
+    t = runner.times
+    assert t.counts == {"inputs": 2, "reference": 2, "backend:numpy-ref": 2, "diff": 1}
+    assert all(s > 0 for s in t.seconds.values())
+
+
+def test_stage_times_merge_round_trip_and_table():
+    a = StageTimes(
+        {"inputs": 1.0, "backend:torch-cpu": 2.0}, {"inputs": 10, "backend:torch-cpu": 8}
+    )
+    b = StageTimes({"inputs": 1.0, "diff": 1.0}, {"inputs": 10, "diff": 4})
+    a.merge(b)
+    assert a.seconds == {"inputs": 2.0, "backend:torch-cpu": 2.0, "diff": 1.0}
+    assert a.counts == {"inputs": 20, "backend:torch-cpu": 8, "diff": 4}
+    assert StageTimes.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    lines = throughput_table(a, wall_seconds=4.0)
+    row = {line.split("  ")[0].strip(): line.split() for line in lines[1:]}
+    assert row["input generation"][-4:] == ["20", "2.00", "40.0%", "10"]
+    assert row["backend torch-cpu"][-4:] == ["8", "2.00", "40.0%", "4"]
+    assert row["diffing"][-4:] == ["4", "1.00", "20.0%", "4"]
+    assert lines[-1].split()[-3:] == ["20", "4.00", "5"]
