@@ -16,6 +16,15 @@ Loaded by the repository's ``conftest.py``. Options:
 Tests take the ``backend_name`` argument (parametrized here) and the session fixture
 ``conformance``, whose :meth:`ConformanceSession.check` runs one case and fails with the diff
 summary and a replay command.
+
+With pytest-xdist (``pytest -n auto``, ``-n 2``) every worker runs its share of the tests and
+hands its records (and, with ``--save-failures``, its failing cases) to the controller at the
+end of its session (``config.workeroutput``); the controller merges them, saves the regressions
+(one writer, so ``cases/regressions/*.toml`` never sees concurrent appends) and writes the one
+results JSON, the one report and the "convcheck conformance" summary. Records are written
+sorted by (case id, backend, verdict, ...), with or without ``-n``, so a serial and a parallel
+run of the same derandomized tests (the ``ci`` profile) give the same records in the same order.
+The records of a worker that crashed are lost; the summary names such workers.
 """
 
 from __future__ import annotations
@@ -34,8 +43,20 @@ from conformance.isolation import IsolatedBackend
 from conformance.known_failures import KnownFailures
 from conformance.profiles import load_default
 from conformance.regressions import load_regressions, save_regression
-from conformance.results import RunResults, backend_entry
+from conformance.results import RunResults, backend_entry, json_safe, record_from_dict
 from conformance.runner import Record, Runner
+
+#: The key of this plugin's data in an xdist worker's ``workeroutput``.
+WORKER_OUTPUT_KEY = "convcheck"
+
+
+def is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def record_order(rec: Record) -> tuple[str, str, str, str, str]:
+    """The order records are written and summarized in: independent of which process ran them."""
+    return (rec.case_id, rec.backend, rec.verdict, rec.known_failure or "", rec.detail)
 
 
 class ConformanceSession:
@@ -58,6 +79,10 @@ class ConformanceSession:
         #: replay of the minimal example is the last failure seen.
         self.last_failure: Record | None = None
         self.saved: list[Record] = []
+        #: In an xdist worker: failing records for the controller to save (--save-failures).
+        self.unsaved: list[Record] = []
+        #: In the xdist controller: the workers that went down without handing in their records.
+        self.lost_workers: list[str] = []
         self._runners: dict[str, Runner] = {}
 
     @property
@@ -95,6 +120,26 @@ class ConformanceSession:
     def versions(self, backend_name: str) -> str:
         (backend,) = [b for b in self.backends if b.name == backend_name]
         return ", ".join(f"{k} {v}" for k, v in backend.availability.versions.items())
+
+    def save(self, rec: Record) -> None:
+        """Save ``rec`` as a regression (unless its case is already saved for its backend)."""
+        if save_regression(rec, self.versions(rec.backend)):
+            self.saved.append(rec)
+
+    def worker_output(self) -> dict[str, object]:
+        """What an xdist worker hands to the controller: its records and unsaved failures, as
+        results-JSON dicts (plain data that execnet can send)."""
+        return {
+            "records": [json_safe(r.to_dict()) for r in self.records],
+            "unsaved": [json_safe(r.to_dict()) for r in self.unsaved],
+        }
+
+    def merge(self, output: dict[str, object], source: str) -> None:
+        """Add a worker's :meth:`worker_output` (rebuilt as the results-JSON reader does)."""
+        for key, into in (("records", self.records), ("unsaved", self.unsaved)):
+            items = output.get(key) or []
+            assert isinstance(items, list), f"{source}: {key} is not a list"
+            into.extend(record_from_dict(r, source, f"{key}[{i}]") for i, r in enumerate(items))
 
     def close(self) -> None:
         for runner in self._runners.values():
@@ -142,11 +187,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+class XdistController:
+    """The controller's side of a pytest-xdist run: collects each worker's records as the
+    worker goes down. Registered only where the xdist plugin (and so its hook) exists."""
+
+    def __init__(self) -> None:
+        self.merged: set[str] = set()
+
+    def pytest_testnodedown(self, node, error) -> None:
+        s = _SESSION
+        name = str(node.gateway.id)
+        if s is None or name in self.merged:  # xdist may report a node down twice
+            return
+        output = getattr(node, "workeroutput", None) or {}
+        data = output.get(WORKER_OUTPUT_KEY)
+        if data is None:
+            if error is not None:
+                s.lost_workers.append(f"{name} ({error})")
+            return
+        self.merged.add(name)
+        s.merge(data, f"xdist worker {name}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _SESSION
     if not config.getoption("hypothesis_profile", default=None):
         load_default()
     _SESSION = ConformanceSession(config)
+    if config.pluginmanager.hasplugin("xdist") and not is_xdist_worker(config):
+        config.pluginmanager.register(XdistController(), "convcheck-xdist-controller")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -159,6 +228,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("frozen", frozen, ids=[f.case.id for f in frozen])
     if "backend_name" in metafunc.fixturenames:
         metafunc.parametrize("backend_name", session().backend_names)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Probe every backend before the first test runs (an xdist controller collects nothing and
+    skips this). Probes import modules (``kernels.host``, ``kernels.mlx_launch``), and Hypothesis
+    mixes constants from the local modules imported so far into its draws: probed lazily, by
+    the first test of each backend, they would change the examples drawn by the tests that run
+    after it, so an xdist worker, which runs the tests in another order, would draw other
+    examples than a serial run even under the derandomized ``ci`` profile. Only done when a
+    collected test uses the ``conformance`` fixture."""
+    uses = any("conformance" in getattr(item, "fixturenames", ()) for item in session.items)
+    if _SESSION is not None and uses:
+        for backend in _SESSION.backends:
+            backend.availability  # noqa: B018 (cached; computed here for its imports)
 
 
 @pytest.fixture(scope="session")
@@ -183,22 +266,42 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         and s.last_failure is not None
         and item.config.getoption("save_failures")
     ):
-        rec = s.last_failure
-        if save_regression(rec, s.versions(rec.backend)):
-            s.saved.append(rec)
+        if is_xdist_worker(item.config):
+            s.unsaved.append(s.last_failure)  # the controller saves: one writer per file
+        else:
+            s.save(s.last_failure)
         s.last_failure = None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    s = _SESSION
+    if s is None:
+        return
+    config = session.config
+    if is_xdist_worker(config):
+        config.workeroutput[WORKER_OUTPUT_KEY] = s.worker_output()  # type: ignore[attr-defined]
+        return
+    # The xdist controller, after every worker is down: save what the workers found.
+    for rec in sorted(s.unsaved, key=record_order):
+        s.save(rec)
+    s.unsaved.clear()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     s = _SESSION
-    if s is None or not s.records:
+    if s is None or is_xdist_worker(config):
         return
+    if not s.records and not s.lost_workers:
+        return
+    records = sorted(s.records, key=record_order)
     tally: dict[tuple[str, str], int] = {}
-    for r in s.records:
+    for r in records:
         key = (r.backend, "known-failure" if r.known_failure else r.verdict)
         tally[key] = tally.get(key, 0) + 1
     tr = terminalreporter
     tr.section("convcheck conformance")
+    for lost in s.lost_workers:
+        tr.write_line(f"xdist worker {lost} went down: its records are missing")
     for backend in s.backend_names:
         parts = [f"{v} {n}" for (b, v), n in sorted(tally.items()) if b == backend]
         if parts:
@@ -206,7 +309,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     unavailable = [b for b in s.backends if not b.availability.available]
     for b in unavailable:
         tr.write_line(f"{b.name}: not available ({b.availability.detail})")
-    for r in s.records:
+    for r in records:
         if r.fixed:
             tr.write_line(f"FIXED: {r.case_id} on {r.backend} passes; remove its known failure")
     for r in s.saved:
@@ -214,7 +317,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     results = RunResults(
         settings={"profile": "pytest", "dtypes": list(s.dtypes), "isolated": s.isolate},
         backends=[backend_entry(b) for b in s.backends],
-        records=s.records,
+        records=records,
     )
     json_path = config.getoption("conformance_json")
     if json_path:
