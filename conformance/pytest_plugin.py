@@ -7,6 +7,8 @@ Loaded by the repository's ``conftest.py``. Options:
 * ``--conformance-dtypes=float32,...``: dtypes the strategies draw from;
 * ``--isolate``: run backends in worker processes (a crash becomes a failure, not the end);
   backends marked ``crash_prone`` (channels-last PyTorch) always run in one;
+* ``--conformance-timeout=[BACKEND=]SECONDS``: an isolated backend's time budget per case
+  (repeatable; over it: verdict ``timeout``);
 * ``--conformance-plugin=MODULE:ATTR``: extra backends (repeatable);
 * ``--conformance-json=PATH``: write every record seen as a results JSON;
 * ``--conformance-report=FILE.html``: write the HTML report;
@@ -39,7 +41,7 @@ from conformance.backends import Backend, resolve
 from conformance.case import Case
 from conformance.corpus import load_corpus
 from conformance.dtypes import DTYPES
-from conformance.isolation import IsolatedBackend
+from conformance.isolation import IsolatedBackend, TimeBudget
 from conformance.known_failures import KnownFailures
 from conformance.profiles import load_default
 from conformance.regressions import load_regressions, save_regression
@@ -64,6 +66,12 @@ class ConformanceSession:
         names = config.getoption("conformance_backends")
         plugins = config.getoption("conformance_plugin") or []
         self.isolate = bool(config.getoption("isolate"))
+        try:
+            self.budget = TimeBudget.parse(
+                config.getoption("conformance_timeout") or [], "--conformance-timeout"
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
         self.backends: list[Backend] = resolve(
             [n.strip() for n in names.split(",") if n.strip()] if names else None, plugins=plugins
         )
@@ -95,7 +103,9 @@ class ConformanceSession:
             if not backend.availability.available:
                 pytest.skip(f"{name} not available: {backend.availability.detail}")
             if self.isolate or backend.crash_prone:
-                backend = IsolatedBackend(backend, plugins=self.plugins)
+                backend = IsolatedBackend(
+                    backend, plugins=self.plugins, timeout=self.budget.for_backend(name)
+                )
             self._runners[name] = Runner([backend], known=self.known)
         return self._runners[name]
 
@@ -168,6 +178,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="extra backends to load (repeatable)",
     )
     group.addoption("--isolate", action="store_true", help="run backends in worker processes")
+    group.addoption(
+        "--conformance-timeout",
+        action="append",
+        default=[],
+        metavar="[BACKEND=]SECONDS",
+        help="time budget of one case on an isolated backend (SECONDS for all, BACKEND=SECONDS "
+        "for one; repeatable); over it the case fails with verdict timeout",
+    )
     group.addoption(
         "--conformance-json",
         default=None,

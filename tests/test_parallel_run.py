@@ -7,6 +7,8 @@ and hang, so the parallel run is checked on every kind of verdict, not only on p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -18,7 +20,7 @@ from conformance.parallel import available_cpus, parse_workers
 from conformance.runner import Runner
 from conformance.stream import read_stream
 from conformance.timing import StageTimes, throughput_table
-from tests.test_robust_run import PLUGIN, ROBUST_CASES, cli, write_cases
+from tests.test_robust_run import ENV, PLUGIN, ROBUST_CASES, ROOT, cli, write_cases
 
 # --- run --workers N: the same records, in the same order, as a serial run --------------------
 
@@ -218,3 +220,29 @@ def test_stage_times_merge_round_trip_and_table():
     assert row["backend torch-cpu"][-4:] == ["8", "2.00", "40.0%", "4"]
     assert row["diffing"][-4:] == ["4", "1.00", "20.0%", "4"]
     assert lines[-1].split()[-3:] == ["20", "4.00", "5"]
+
+
+def test_pytest_budget_option_names_itself_when_bad():
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "conformance/test_conformance.py",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "-q",
+            "--conformance-timeout",
+            "mlx-cpu=0",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0
+    assert "--conformance-timeout 'mlx-cpu=0': seconds must be a finite number > 0" in (
+        res.stdout + res.stderr
+    )
