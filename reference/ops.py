@@ -23,16 +23,6 @@ def as_real_array(op: str, name: str, value: object) -> np.ndarray:
     return arr
 
 
-def _add_bias(res: ConvResult, bias: np.ndarray | None) -> ConvResult:
-    if bias is None:
-        return res
-    b = np.asarray(bias, np.float64)
-    out = res.out + b
-    if res.abs_sum is None:
-        return ConvResult(out)
-    return ConvResult(out, res.abs_sum + np.abs(b), res.terms + 1)
-
-
 def run_op(
     op: str,
     ndim: int,
@@ -74,6 +64,7 @@ def run_op(
             output_padding=p.output_padding,
             groups=p.groups,
             with_bound=with_bound,
+            bias=ba,
         )
     else:
         res = conv_general(
@@ -85,8 +76,8 @@ def run_op(
             kernel_dilation=p.dilation,
             groups=p.groups,
             with_bound=with_bound,
+            bias=ba,
         )
-    res = _add_bias(res, ba)
     return res if with_bound else res.out
 
 
