@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from conformance.case import Case
-from conformance.dtypes import UNDERFLOW_HALF_STEP, UNIT_ROUNDOFF, round_to, ulp_distance
+from conformance.dtypes import UNDERFLOW_HALF_STEP, UNIT_ROUNDOFF, round_to, ulp_between
 from reference.core import ConvResult
 
 PASS = "pass"
@@ -153,16 +153,16 @@ class Diff:
 
 
 def _worst(
-    case: Case,
     got: np.ndarray,
     want: np.ndarray,
     err: np.ndarray,
     bound: np.ndarray,
+    ratio: np.ndarray,
     ulp: np.ndarray,
 ) -> WorstElement | None:
+    """The element with the largest ``ratio`` (err / bound; inf for a non-finite mismatch)."""
     if err.size == 0:
         return None
-    ratio = err / bound
     flat = int(np.argmax(ratio))
     idx = np.unravel_index(flat, err.shape)
     return WorstElement(
@@ -288,6 +288,25 @@ def precision_hint(case: Case, err: np.ndarray, ref: ConvResult, tol: Tolerance)
     return None
 
 
+def _always_on_grid(stored: np.dtype, dtype: str) -> bool:
+    """Whether every value of NumPy dtype ``stored`` is representable in the case ``dtype``."""
+    return (stored == np.float16 and dtype != "bfloat16") or (
+        stored == np.float32 and dtype == "float32"
+    )
+
+
+def _count_off_grid(
+    got: np.ndarray, got64: np.ndarray, finite: np.ndarray, all_finite: bool, dtype: str
+) -> int:
+    """How many finite values of ``got`` are not representable in ``dtype``."""
+    if got.dtype == np.float32 and dtype == "bfloat16":
+        # bfloat16 is the top half of a float32: on its grid iff the low 16 bits are zero.
+        low = (got.view(np.uint32) & 0xFFFF) != 0
+        return int(np.count_nonzero(low if all_finite else low & finite))
+    values = got64 if all_finite else got64[finite]
+    return int(np.count_nonzero(round_to(values, dtype) != values))
+
+
 def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Tolerance()) -> Diff:
     """Judge ``got`` (MLX layout, values of the case dtype) against the reference result."""
     got = np.asarray(got)
@@ -300,38 +319,50 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
     if got.dtype.kind != "f":
         return Diff(DTYPE_MISMATCH, detail=f"output has NumPy dtype {got.dtype}, not a float type")
     got64 = got.astype(np.float64)
-    finite_got = got64[np.isfinite(got64)]
-    off_grid = int(np.count_nonzero(round_to(finite_got, case.dtype) != finite_got))
-    if off_grid:
-        return Diff(
-            DTYPE_MISMATCH,
-            detail=f"{off_grid} output value(s) are not representable in {case.dtype}: "
-            f"the backend did not produce {case.dtype} output",
-        )
-    want_rounded = round_to(want, case.dtype).astype(np.float64)  # may overflow to inf
-    bad_got = ~np.isfinite(got64)
-    bad_want = ~np.isfinite(want_rounded)
-    mismatch = (bad_got != bad_want) | (
-        bad_got & bad_want & (np.isnan(got64) | (np.sign(got64) != np.sign(want_rounded)))
-    )
-    finite = ~bad_got & ~bad_want
+    finite_got = np.isfinite(got64)
+    all_got_finite = bool(finite_got.all())
+    if not _always_on_grid(got.dtype, case.dtype):
+        off_grid = _count_off_grid(got, got64, finite_got, all_got_finite, case.dtype)
+        if off_grid:
+            return Diff(
+                DTYPE_MISMATCH,
+                detail=f"{off_grid} output value(s) are not representable in {case.dtype}: "
+                f"the backend did not produce {case.dtype} output",
+            )
+    want32 = round_to(want, case.dtype)  # float32; may overflow to inf
+    got32 = got64.astype(np.float32)  # exact: got is on the dtype's grid
     bound = error_bound(case, ref, tol)
-    err = np.where(finite, np.abs(got64 - want), 0.0)
-    ulp = np.zeros(err.shape, np.int64)
-    ulp[finite] = ulp_distance(got64[finite], want[finite], case.dtype)
+    if all_got_finite and bool(np.isfinite(want32).all()):
+        # The common case: no masks, no copies of masked elements.
+        mismatch = np.zeros(got64.shape, bool)
+        finite = np.ones(got64.shape, bool)
+        err = np.abs(got64 - want)
+        ulp = ulp_between(got32, want32, case.dtype)
+    else:
+        want_rounded = want32.astype(np.float64)
+        bad_got = ~finite_got
+        bad_want = ~np.isfinite(want_rounded)
+        mismatch = (bad_got != bad_want) | (
+            bad_got & bad_want & (np.isnan(got64) | (np.sign(got64) != np.sign(want_rounded)))
+        )
+        finite = ~bad_got & ~bad_want
+        err = np.where(finite, np.abs(got64 - want), 0.0)
+        ulp = np.zeros(err.shape, np.int64)
+        ulp[finite] = ulp_between(got32[finite], want32[finite], case.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(finite & (want != 0), err / np.abs(want), 0.0)
     over = (err > bound) | mismatch
     any_nonzero = bool(np.any(finite & (want != 0)))
-    ratio = np.where(mismatch, np.inf, err / bound)
-    worst = _worst(case, got64, want, np.where(mismatch, np.inf, err), bound, ulp)
+    over_bound = err / bound
+    ratio = np.where(mismatch, np.inf, over_bound)
+    worst = _worst(got64, want, np.where(mismatch, np.inf, err), bound, ratio, ulp)
     emap, eaxes = error_map(ratio, worst) if over.any() and worst is not None else (None, None)
     metrics = DiffMetrics(
         elements=int(err.size),
         max_abs_error=float(err.max(initial=0.0)),
         max_rel_error=float(rel.max(initial=0.0)) if any_nonzero else None,
         max_ulp=int(ulp.max(initial=0)),
-        max_error_over_bound=float((err / bound).max(initial=0.0)),
+        max_error_over_bound=float(over_bound.max(initial=0.0)),
         over_tolerance=int(over.sum()),
         over_fraction=float(over.mean()) if over.size else 0.0,
         worst=worst,

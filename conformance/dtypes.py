@@ -74,24 +74,28 @@ def _round_bfloat16_from(v: np.ndarray) -> np.ndarray:
 
 
 def _ordered_bits(values32: np.ndarray, dtype: str) -> np.ndarray:
-    """Map values (exact in ``dtype``) to integers whose difference counts ULPs in ``dtype``."""
+    """Map values (exact in ``dtype``) to int64 integers whose difference counts ULPs in
+    ``dtype``: the magnitude bits, negated for negative values (so -0 and +0 are both 0)."""
+    v = np.asarray(values32, np.float32)
     if dtype == "float16":
-        raw = values32.astype(np.float16).view(np.int16).astype(np.int64)
-        sign_bit = 1 << 15
+        top = v.astype(np.float16).view(np.uint16)
+        mag, neg = (top & 0x7FFF).astype(np.int64), top >= 0x8000
     elif dtype == "bfloat16":
-        raw = (values32.astype(np.float32).view(np.uint32) >> 16).astype(np.int64)
-        raw = np.where(raw >= 1 << 15, raw - (1 << 16), raw)
-        sign_bit = 1 << 15
+        top = (v.view(np.uint32) >> 16).astype(np.uint16)
+        mag, neg = (top & 0x7FFF).astype(np.int64), top >= 0x8000
     else:
-        raw = values32.astype(np.float32).view(np.int32).astype(np.int64)
-        sign_bit = 1 << 31
-    # Negative floats: two's-complement ordering is reversed; fold them below zero.
-    return np.where(raw < 0, -(raw + sign_bit), raw)
+        bits = v.view(np.uint32)
+        mag, neg = (bits & 0x7FFFFFFF).astype(np.int64), bits >= 0x80000000
+    return np.negative(mag, out=mag, where=neg)
 
 
 def ulp_distance(got: np.ndarray, want: np.ndarray, dtype: str) -> np.ndarray:
     """Per-element distance in units in the last place of ``dtype`` between ``got`` and the
     correctly rounded ``want``; finite inputs only (callers mask NaN/Inf first)."""
-    g = round_to(got, dtype)
-    w = round_to(want, dtype)
-    return np.abs(_ordered_bits(g, dtype) - _ordered_bits(w, dtype))
+    return ulp_between(round_to(got, dtype), round_to(want, dtype), dtype)
+
+
+def ulp_between(got32: np.ndarray, want32: np.ndarray, dtype: str) -> np.ndarray:
+    """:func:`ulp_distance` of values already exact in ``dtype`` (float32 arrays, e.g. from
+    :func:`round_to`): no rounding pass, for the diff engine's large outputs."""
+    return np.abs(_ordered_bits(got32, dtype) - _ordered_bits(want32, dtype))
