@@ -1,6 +1,7 @@
 """nox sessions: conformance (the release run), tests, lint, bench.
 
 nox -s conformance                 # all ops, every available backend, JSON + HTML report
+nox -s conformance -- -n auto      # the same in one worker process per CPU
 nox -s conformance -- --max-examples 1000 --ops conv_transpose3d
 nox -s tests                       # the harness's own tests and the conformance tests (ci profile)
 nox -s lint
@@ -28,7 +29,9 @@ def install(session: nox.Session, extras: str) -> None:
 def conformance(session: nox.Session) -> None:
     """Release run: generated + frozen cases on every available backend; writes reports/."""
     install(session, BACKEND_EXTRAS)
-    args = session.posargs or ["--max-examples", "400"]
+    # Defaults first: options given after `--` add to them or, given twice, win (e.g.
+    # `-- -n auto` keeps 400 examples; `-- --max-examples 50` replaces them).
+    args = ["--max-examples", "400", *session.posargs]
     session.run(
         "python",
         "-m",

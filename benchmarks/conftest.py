@@ -1,35 +1,182 @@
-"""Benchmarks: a throughput table (GFLOP/s and ratio to a baseline backend) after the run."""
+"""Benchmarks: tables printed after the run (GFLOP/s, ratios to a baseline, the oracle's memory).
+
+Tests call :func:`record` once per timed implementation; the terminal summary prints one table
+per group:
+
+* ``kernels``: every backend per layer, ratio to cuDNN (``torch-cuda``) or ``torch-cpu``;
+* ``oracle``: the float64 reference against ``torch.nn.functional`` in float64 on the CPU, with
+  the reference's peak memory and the formulation the chooser picked;
+* ``formulations``: each reference formulation forced, per layer, and whether the chooser's pick
+  was the fastest;
+* harness throughput (:func:`record_stages`): cases per second end to end and per stage
+  (input generation, reference, each backend, diffing, results JSON, report).
+"""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import pytest
 
-_RESULTS: list[tuple[str, str, str, float, float]] = []
+from conformance.timing import StageTimes, throughput_table
+
+#: Rows flagged "!" in the oracle table: slower than half of torch's speed, or more memory.
+SLOW_RATIO = 0.5
+MEMORY_RATIO = 2.0
+#: A chooser pick within this factor of the fastest formulation counts as a tie (timing noise).
+TIE = 1.10
 
 
-def record(group: str, layer: str, backend: str, seconds: float, flops: int) -> None:
-    _RESULTS.append((group, layer, backend, seconds, flops / seconds / 1e9))
+@dataclass(frozen=True)
+class Row:
+    """One timed implementation on one layer; ``info`` holds per-group extras."""
+
+    group: str
+    layer: str
+    backend: str
+    seconds: float
+    gflops: float
+    info: dict = field(default_factory=dict)
+
+
+_RESULTS: list[Row] = []
+#: (title, stage times, wall seconds) of each harness throughput run.
+_STAGES: list[tuple[str, StageTimes, float]] = []
+
+
+def record_stages(title: str, times: StageTimes, wall_seconds: float) -> None:
+    """Record one harness run's stage times for the throughput table."""
+    _STAGES.append((title, times, wall_seconds))
+
+
+def record(group: str, layer: str, backend: str, seconds: float, flops: int, **info) -> None:
+    """Record a median time. ``info``: for the oracle's reference row ``memory_ratio`` and
+    ``formulation``; for the formulations group ``chosen`` (the chooser's pick)."""
+    _RESULTS.append(Row(group, layer, backend, seconds, flops / seconds / 1e9, info))
+
+
+def _kernels_table(tr, group: str, rows: list[Row]) -> None:
+    baseline_name = "torch-cuda" if any(r.backend == "torch-cuda" for r in rows) else "torch-cpu"
+    base = {r.layer: r.seconds for r in rows if r.backend == baseline_name}
+    tr.section(f"convcheck bench: {group} (median time; ratio = {baseline_name} time / time)")
+    tr.write_line(f"{'layer':<16}{'backend':<22}{'median ms':>12}{'GFLOP/s':>12}{'ratio':>9}")
+    for r in sorted(rows, key=lambda r: (r.layer, r.seconds)):
+        ratio = f"{base[r.layer] / r.seconds:.2f}" if r.layer in base else "-"
+        tr.write_line(
+            f"{r.layer:<16}{r.backend:<22}{r.seconds * 1e3:>12.2f}{r.gflops:>12.2f}{ratio:>9}"
+        )
+
+
+def threads_line() -> str:
+    """The thread settings the numbers were taken with (both libraries use all cores unless an
+    environment variable says otherwise)."""
+    try:
+        import torch
+
+        torch_threads = str(torch.get_num_threads())
+    except ImportError:
+        torch_threads = "-"
+    env = ", ".join(
+        f"{k}={os.environ[k]}"
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        if k in os.environ
+    )
+    env = env or "no thread variables set"
+    return f"cpus: {os.cpu_count()}, torch threads: {torch_threads}, {env}"
+
+
+def oracle_lines(rows: list[Row]) -> list[str]:
+    """The oracle table: per layer the reference and torch (float64, CPU) side by side."""
+    ref = {r.layer: r for r in rows if r.backend == "reference-f64"}
+    torch = {r.layer: r for r in rows if r.backend == "torch-cpu-f64"}
+    width = max([len(layer) for layer in ref] + [5]) + 2
+    lines = [
+        f"{'layer':<{width}}{'ref ms':>10}{'torch ms':>10}{'torch/ref':>10}{'ref GF/s':>10}"
+        f"{'torch GF/s':>11}{'mem':>7}  formulation"
+    ]
+    flagged = 0
+    for layer, r in ref.items():
+        t = torch.get(layer)
+        ratio = t.seconds / r.seconds if t else None
+        mem = r.info.get("memory_ratio")
+        bad = (ratio is not None and ratio < SLOW_RATIO) or (mem is not None and mem > MEMORY_RATIO)
+        flagged += bad
+        lines.append(
+            f"{layer:<{width}}{r.seconds * 1e3:>10.2f}"
+            f"{t.seconds * 1e3 if t else float('nan'):>10.2f}"
+            f"{ratio if ratio is not None else float('nan'):>10.2f}{r.gflops:>10.2f}"
+            f"{t.gflops if t else float('nan'):>11.2f}"
+            f"{mem if mem is not None else float('nan'):>7.2f}  {r.info.get('formulation', '-')}"
+            f"{'  !' if bad else ''}"
+        )
+    if ref:
+        slowest = max(ref.values(), key=lambda r: r.seconds)
+        lines.append(
+            f"slowest layer for the reference: {slowest.layer} ({slowest.seconds * 1e3:.2f} ms)"
+        )
+        relative = [(torch[k].seconds / v.seconds, k) for k, v in ref.items() if k in torch]
+        if relative:
+            worst, layer = min(relative)
+            lines.append(f"lowest torch/ref ratio: {layer} ({worst:.2f})")
+        lines.append(
+            f"flagged '!' (torch/ref < {SLOW_RATIO} or memory > {MEMORY_RATIO}x inputs + output): "
+            f"{flagged} of {len(ref)}"
+        )
+    return lines
+
+
+def formulation_lines(rows: list[Row]) -> list[str]:
+    """The formulations table: each formulation forced, per layer, against the chooser's pick."""
+    by_layer: dict[str, dict[str, Row]] = defaultdict(dict)
+    for r in rows:
+        by_layer[r.layer][r.backend] = r
+    names = sorted({r.backend for r in rows})
+    width = max([len(layer) for layer in by_layer] + [5]) + 2
+    lines = [
+        f"{'layer':<{width}}" + "".join(f"{n + ' ms':>14}" for n in names) + "  chosen  fastest"
+    ]
+    good = 0
+    for layer, forms in by_layer.items():
+        fastest = min(forms.values(), key=lambda r: r.seconds)
+        chosen = next(iter(forms.values())).info.get("chosen", "-")
+        ok = chosen in forms and forms[chosen].seconds <= TIE * fastest.seconds
+        good += ok
+        times = "".join(
+            f"{forms[n].seconds * 1e3:>14.2f}" if n in forms else f"{'-':>14}" for n in names
+        )
+        lines.append(f"{layer:<{width}}{times}  {chosen:<8}{fastest.backend}{'' if ok else '  x'}")
+    lines.append(
+        f"chooser's pick fastest or within {TIE:.2f}x of it: {good} of {len(by_layer)} "
+        "(x: a slower pick)"
+    )
+    return lines
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter) -> None:
-    if not _RESULTS:
-        return
     tr = terminalreporter
-    by_group: dict[str, list] = defaultdict(list)
+    for title, times, wall in _STAGES:
+        tr.section(f"convcheck bench: harness throughput ({title}; calls/s = calls / seconds)")
+        tr.write_line(threads_line())
+        for line in throughput_table(times, wall_seconds=wall):
+            tr.write_line(line)
+    by_group: dict[str, list[Row]] = defaultdict(list)
     for row in _RESULTS:
-        by_group[row[0]].append(row)
+        by_group[row.group].append(row)
     for group, rows in by_group.items():
-        baseline_name = "torch-cuda" if any(r[2] == "torch-cuda" for r in rows) else "torch-cpu"
         if group == "oracle":
-            baseline_name = "torch-cpu-f64"
-        base = {r[1]: r[3] for r in rows if r[2] == baseline_name}
-        tr.section(f"convcheck bench: {group} (median time; ratio = {baseline_name} time / time)")
-        tr.write_line(f"{'layer':<16}{'backend':<22}{'median ms':>12}{'GFLOP/s':>12}{'ratio':>9}")
-        for _, layer, backend, seconds, gflops in sorted(rows, key=lambda r: (r[1], r[3])):
-            ratio = f"{base[layer] / seconds:.2f}" if layer in base else "-"
-            tr.write_line(
-                f"{layer:<16}{backend:<22}{seconds * 1e3:>12.2f}{gflops:>12.2f}{ratio:>9}"
+            tr.section(
+                "convcheck bench: oracle (median time; float64 on the CPU; torch/ref = torch time "
+                "/ reference time; mem = reference peak / (x + w + bias + out) in float64)"
             )
+            lines = [threads_line(), *oracle_lines(rows)]
+        elif group == "formulations":
+            tr.section("convcheck bench: formulations (median time, each formulation forced)")
+            lines = formulation_lines(rows)
+        else:
+            _kernels_table(tr, group, rows)
+            continue
+        for line in lines:
+            tr.write_line(line)

@@ -1,0 +1,188 @@
+"""The float64 oracle at real sizes (pytest-benchmark; ``nox -s bench``).
+
+Every unique layer shape (case id without its dtype) of the real-network corpus
+(``cases/{dcgan,unet2d,unet3d,vae3d,hifigan,depthwise,speech_conv1d}.toml``) and of
+:data:`benchmarks.layers.LAYERS` is timed four ways, all float64 on the CPU:
+
+* ``reference-f64``: the public op (:func:`reference.ops.run_op`, bias included), formulation
+  picked by :func:`reference.core.choose_formulation`;
+* ``torch-cpu-f64``: ``torch.nn.functional`` on the same values in PyTorch's layout;
+* ``per-tap`` and ``im2col``: the reference core with that formulation forced (no bias), the
+  numbers behind the chooser's thresholds.
+
+Both sides get float64 arrays built before timing (the conversion from the case's float32 inputs
+is not timed for either). The reference's peak memory is measured once more, untimed, with
+``tracemalloc`` (NumPy reports its allocations to it) on the harness's own float32 inputs, as a
+ratio to the float64 bytes of input, weight, bias and output.
+
+The conftest prints the "oracle" and "formulations" tables. No assertions on time.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from benchmarks.conftest import record
+from benchmarks.layers import LAYERS, flops, layer
+from conformance.backends.base import channels_first
+from conformance.backends.torch_backend import torch_weight
+from conformance.case import Case
+from conformance.corpus import load_corpus
+from conformance.inputs import Inputs, make_inputs
+from reference.core import (
+    FORMULATIONS,
+    auto_formulation,
+    conv_general,
+    conv_transpose_general,
+)
+from reference.ops import run_op
+from reference.params import check_params, check_shapes
+
+#: The real-network corpus files (``edge_cases`` is not a network).
+CORPUS = ("dcgan", "unet2d", "unet3d", "vae3d", "hifigan", "depthwise", "speech_conv1d")
+IMPLS = ("reference-f64", "torch-cpu-f64", *FORMULATIONS)
+ROUNDS = 7
+
+
+def shape_id(case: Case) -> str:
+    """The case id without its dtype (and seed): one entry per layer shape."""
+    return replace(case, dtype="float32", seed=0).id.removesuffix("-f32")
+
+
+def oracle_cases() -> dict[str, Case]:
+    """Label -> float32 case, one per unique shape: the corpus in file order, then the layers of
+    :data:`LAYERS` (whose name is appended to the label, also when the corpus has the shape)."""
+    cases: dict[str, Case] = {}
+    for frozen in load_corpus(list(CORPUS)):
+        cases.setdefault(shape_id(frozen.case), replace(frozen.case, dtype="float32", seed=0))
+    for name in LAYERS:
+        case = layer(name)
+        key = shape_id(case)
+        cases.setdefault(key, case)
+        cases[f"{key} ({name})"] = cases.pop(key)
+    return cases
+
+
+CASES = oracle_cases()
+
+
+def out_shape(case: Case) -> tuple[int, ...]:
+    p = check_params(case.op, case.ndim, transposed=case.transposed, **case.params())
+    return check_shapes(p, case.x_shape, case.w_shape)
+
+
+def chosen_formulation(case: Case) -> str:
+    """The formulation the reference's chooser runs for ``case``."""
+    return auto_formulation(
+        case.x_shape,
+        case.w_shape,
+        out_shape(case),
+        transposed=case.transposed,
+        groups=case.groups,
+    )
+
+
+@lru_cache(maxsize=4)
+def inputs_f64(case: Case) -> Inputs:
+    """The case's inputs as float64 arrays, the same values both sides compute with."""
+    src = make_inputs(case)
+    bias = None if src.bias is None else src.bias.astype(np.float64)
+    return Inputs(src.x.astype(np.float64), src.w.astype(np.float64), bias)
+
+
+def reference_f64(case: Case, inputs: Inputs) -> np.ndarray:
+    return run_op(
+        case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
+    )
+
+
+def reference_forced(case: Case, inputs: Inputs, formulation: str) -> np.ndarray:
+    """The core alone (no validation, no bias) with ``formulation`` forced."""
+    if case.transposed:
+        res = conv_transpose_general(
+            inputs.x,
+            inputs.w,
+            stride=case.stride,
+            padding_lo=case.padding,
+            padding_hi=case.padding,
+            dilation=case.dilation,
+            output_padding=case.output_padding,
+            groups=case.groups,
+            formulation=formulation,
+        )
+    else:
+        res = conv_general(
+            inputs.x,
+            inputs.w,
+            stride=case.stride,
+            padding_lo=case.padding,
+            padding_hi=case.padding,
+            kernel_dilation=case.dilation,
+            groups=case.groups,
+            formulation=formulation,
+        )
+    return res.out
+
+
+def torch_f64(case: Case, tensors) -> object:
+    import torch
+    import torch.nn.functional as F
+
+    x, w, b = tensors
+    with torch.no_grad():
+        return getattr(F, case.op)(x, w, b, **case.params())
+
+
+def peak_memory_ratio(case: Case) -> float:
+    """Peak bytes allocated during one public op call on the harness's float32 inputs, over the
+    float64 bytes of input, weight, bias and output."""
+    inputs = make_inputs(case)
+    tracemalloc.start()
+    try:
+        out = run_op(
+            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    counted = inputs.x.size + inputs.w.size + out.size
+    counted += 0 if inputs.bias is None else inputs.bias.size
+    return peak / (8 * counted)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("label", list(CASES))
+def test_oracle(benchmark, label, impl):
+    case = CASES[label]
+    inputs = inputs_f64(case)
+    benchmark.group = f"oracle {label}"
+    benchmark.extra_info["gflop"] = flops(case) / 1e9
+    if impl == "torch-cpu-f64":
+        torch = pytest.importorskip("torch")
+        tensors = (
+            torch.from_numpy(channels_first(inputs.x)),
+            torch.from_numpy(torch_weight(case, inputs.w)),
+            None if inputs.bias is None else torch.from_numpy(inputs.bias),
+        )
+        fn, args = torch_f64, (case, tensors)
+    elif impl == "reference-f64":
+        fn, args = reference_f64, (case, inputs)
+    else:
+        fn, args = reference_forced, (case, inputs, impl)
+    benchmark.pedantic(fn, args=args, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    median = benchmark.stats.stats.median
+    chosen = chosen_formulation(case)
+    benchmark.extra_info["formulation"] = chosen
+    if impl in FORMULATIONS:
+        record("formulations", label, impl, median, flops(case), chosen=chosen)
+        return
+    info = {}
+    if impl == "reference-f64":
+        info = {"memory_ratio": peak_memory_ratio(case), "formulation": chosen}
+        benchmark.extra_info.update(info)
+    record("oracle", label, impl, median, flops(case), **info)
