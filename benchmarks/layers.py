@@ -10,6 +10,17 @@ import math
 
 from conformance.case import Case, parse_id
 
+#: The real-network corpus files under ``cases/`` (``edge_cases`` is not a network).
+REAL_NETWORK_CORPORA = (
+    "dcgan",
+    "unet2d",
+    "unet3d",
+    "vae3d",
+    "hifigan",
+    "depthwise",
+    "speech_conv1d",
+)
+
 #: name -> case id
 LAYERS: dict[str, str] = {
     "dcgan-g3": "conv_transpose2d-n8-c256x128-s8-k4-st2-p1-f32",

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from benchmarks.conftest import record_stages
+from benchmarks.layers import REAL_NETWORK_CORPORA
 from conformance.case import OPS
 from conformance.cli import DEFAULT_SEED
 from conformance.corpus import load_corpus
@@ -30,11 +31,10 @@ from conformance.timing import StageTimes
 BACKENDS = ("numpy-ref", "kernels-host", "torch-cpu", "mlx-cpu")
 #: Valid cases per op (and a quarter as many invalid ones): 6 ops x 75 + the corpus.
 VALID_PER_OP = 60
-REAL_NETWORKS = ("dcgan", "unet2d", "unet3d", "vae3d", "hifigan", "depthwise", "speech_conv1d")
 
 
 def _cases():
-    frozen = [f.case for f in load_corpus(list(REAL_NETWORKS))]
+    frozen = [f.case for f in load_corpus(list(REAL_NETWORK_CORPORA))]
     generated = generated_cases(
         list(OPS),
         list(DTYPES),

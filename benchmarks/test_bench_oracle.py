@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import record
-from benchmarks.layers import LAYERS, flops, layer
+from benchmarks.layers import LAYERS, REAL_NETWORK_CORPORA, flops, layer
 from conformance.backends.base import channels_first
 from conformance.backends.torch_backend import torch_weight
 from conformance.case import Case
@@ -43,8 +43,6 @@ from reference.core import (
 from reference.ops import run_op
 from reference.params import check_params, check_shapes
 
-#: The real-network corpus files (``edge_cases`` is not a network).
-CORPUS = ("dcgan", "unet2d", "unet3d", "vae3d", "hifigan", "depthwise", "speech_conv1d")
 IMPLS = ("reference-f64", "torch-cpu-f64", *FORMULATIONS)
 ROUNDS = 7
 
@@ -58,7 +56,7 @@ def oracle_cases() -> dict[str, Case]:
     """Label -> float32 case, one per unique shape: the corpus in file order, then the layers of
     :data:`LAYERS` (whose name is appended to the label, also when the corpus has the shape)."""
     cases: dict[str, Case] = {}
-    for frozen in load_corpus(list(CORPUS)):
+    for frozen in load_corpus(list(REAL_NETWORK_CORPORA)):
         cases.setdefault(shape_id(frozen.case), replace(frozen.case, dtype="float32", seed=0))
     for name in LAYERS:
         case = layer(name)
