@@ -2,7 +2,7 @@
 
 :class:`IsolatedBackend` wraps a backend: it starts one worker process for it (spawned, so no
 forked library state), reuses it across cases and starts a new one after a crash or a timeout.
-The worker's stderr goes to a file whose last lines are reported with the crash.
+The worker's stdout and stderr go to a file whose last lines are reported with the crash.
 
 * the worker dies (segfault, abort, SIGFPE, OOM kill) -> :class:`WorkerCrashed`;
 * the backend runs out of memory (the worker's memory limit, see below) ->
@@ -108,7 +108,8 @@ def looks_out_of_memory(type_name: str, message: str) -> bool:
 
 
 class WorkerCrashed(RuntimeError):
-    """The worker died: by a signal, or it exited. The message says how, with its last stderr."""
+    """The worker died: by a signal, or it exited. The message says how, with the last lines it
+    printed (stdout and stderr)."""
 
     def __init__(
         self, backend: str, exitcode: int | None, stderr_tail: str, message: str | None = None
@@ -126,7 +127,7 @@ class WorkerCrashed(RuntimeError):
             else:
                 how = f"exited with code {exitcode}"
             oom = ", out of memory" if looks_out_of_memory("", stderr_tail) else ""
-            tail = f"; last stderr: {stderr_tail}" if stderr_tail else ""
+            tail = f"; last output (stdout + stderr): {stderr_tail}" if stderr_tail else ""
             message = f"{backend} worker {how}{oom}{tail}"
         super().__init__(message)
 
@@ -187,6 +188,10 @@ def _worker_main(
     memory_mb: int = 0,
 ) -> None:
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    # stdout too: native libraries report there before they give up (OpenBLAS's xerbla prints
+    # "On entry to SGEMM parameter number 13 had an illegal value" and exits), and that line
+    # belongs in the crash report, not in the middle of the parent's progress output.
+    os.dup2(fd, 1)
     os.dup2(fd, 2)
     # Ctrl-C reaches the whole process group: the parent handles it and ends its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -116,6 +116,9 @@ def test_run_survives_segfault_hang_and_out_of_memory(tmp_path):
     by_key = {(r.case_id, r.backend): r for r in results.records}
     crash = by_key[(ROBUST_CASES[1], "planted-crash")]
     assert "SIGSEGV" in crash.detail and crash.error_type == "WorkerCrashed"
+    # What it printed to stdout before dying is in the report, not in the run's own output.
+    assert Crashes.last_words.decode().strip() in crash.detail
+    assert not any(line.startswith("planted-crash: ") for line in res.stdout.splitlines())
     hang = by_key[(ROBUST_CASES[2], "planted-hang")]
     assert "within 6 s" in hang.detail
     oom = by_key[(ROBUST_CASES[3], "planted-oom")]
@@ -394,7 +397,8 @@ def test_markup_from_a_stream_renders_escaped_in_the_report(tmp_path):
         case_id="conv_transpose1d-n1-c1x1-s4-k2-st3-f32",
         backend="planted-crash",
         verdict=D.CRASHED,
-        detail=f"planted-crash worker killed by SIGSEGV (signal 11); last stderr: {SCRIPT}",
+        detail="planted-crash worker killed by SIGSEGV (signal 11); "
+        f"last output (stdout + stderr): {SCRIPT}",
         error_type="WorkerCrashed",
         error_message=SCRIPT,
     )
@@ -416,7 +420,7 @@ def test_markup_from_a_stream_renders_escaped_in_the_report(tmp_path):
     doc = parse(html)
     assert doc.tags.count("script") == 1  # type: ignore[attr-defined]  # the report's own
     text = doc.text()
-    assert f"last stderr: {SCRIPT}" in text and f"reason {SCRIPT}" in text
+    assert f"last output (stdout + stderr): {SCRIPT}" in text and f"reason {SCRIPT}" in text
     assert f"run {SCRIPT}" in text
 
 
