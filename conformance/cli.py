@@ -194,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_workers,
         default=1,
         metavar="N",
-        help="run cases in N worker processes ('auto': one per CPU); same records and report "
-        "as a serial run (default 1: in this process)",
+        help="run cases in N worker processes ('auto': one per CPU, at most 8); same records "
+        "and report as a serial run (default 1: in this process)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     _add_backend_options(run)

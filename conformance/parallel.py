@@ -36,6 +36,9 @@ from conformance.timing import StageTimes
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: Cases sent ahead to each worker, so it never waits for the parent between cases.
 IN_FLIGHT_PER_WORKER = 2
+#: ``--workers auto`` takes one per CPU up to this many: each worker starts one process per
+#: backend (about 0.3 GB each with PyTorch loaded), so 64 CPUs x 5 backends would be too many.
+MAX_AUTO_WORKERS = 8
 
 
 def available_cpus() -> int:
@@ -46,9 +49,10 @@ def available_cpus() -> int:
 
 
 def parse_workers(text: str) -> int:
-    """``auto`` (one per CPU) or a whole number >= 1; ValueError naming the option otherwise."""
+    """``auto`` (one per CPU, at most :data:`MAX_AUTO_WORKERS`) or a whole number >= 1;
+    ValueError naming the option otherwise."""
     if text.strip().lower() == "auto":
-        return available_cpus()
+        return min(available_cpus(), MAX_AUTO_WORKERS)
     try:
         n = int(text)
     except ValueError:

@@ -16,7 +16,7 @@ from conformance import diff as D
 from conformance.backends import resolve
 from conformance.case import parse_id
 from conformance.isolation import DEFAULT_TIMEOUT, TimeBudget
-from conformance.parallel import available_cpus, parse_workers
+from conformance.parallel import MAX_AUTO_WORKERS, available_cpus, parse_workers
 from conformance.runner import Runner
 from conformance.stream import read_stream
 from conformance.timing import StageTimes, throughput_table
@@ -116,8 +116,10 @@ def test_bad_workers_name_the_option(text, rule):
         parse_workers(text)
 
 
-def test_workers_auto_is_one_per_cpu():
-    assert parse_workers("auto") == available_cpus() >= 1
+def test_workers_auto_is_one_per_cpu_up_to_a_cap(monkeypatch):
+    assert parse_workers("auto") == min(available_cpus(), MAX_AUTO_WORKERS) >= 1
+    monkeypatch.setattr("conformance.parallel.available_cpus", lambda: 64)
+    assert parse_workers("auto") == MAX_AUTO_WORKERS
     assert parse_workers("3") == 3
 
 
