@@ -182,11 +182,12 @@ def tiny_params(draw, op: str) -> dict:
     )
 
 
-def _inputs(p: dict):
+def inputs_for(p: dict):
+    """Integer-valued (x, w, bias) for drawn parameters ``p`` (bias None unless ``p["bias"]``)."""
     rng = np.random.default_rng(p["seed"])
     x = int_array(rng, (p["batch"], *p["size"], p["c_in"]))
     w = int_array(rng, (p["c_out"], *p["kernel"], p["c_in"] // p["groups"]))
-    b = int_array(rng, (p["c_out"],)) if p["bias"] else None
+    b = int_array(rng, (p["c_out"],)) if p.get("bias") else None
     return x, w, b
 
 
@@ -195,7 +196,7 @@ def _inputs(p: dict):
 @given(data=st.data())
 def test_matches_literal_definition(op, data):
     p = data.draw(tiny_params(op))
-    x, w, b = _inputs(p)
+    x, w, b = inputs_for(p)
     kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"], groups=p["groups"])
     if OPS[op][1]:
         want = literal_conv_transpose(x, w, b, output_padding=p["output_padding"], **kw)
@@ -383,18 +384,10 @@ def core_params(draw, nd: int) -> dict:
     )
 
 
-@pytest.mark.parametrize("nd", [1, 2, 3])
-@prop(60)
-@given(data=st.data())
-def test_scatter_equals_gather(nd, data):
-    """conv_transpose_general == conv_general(input_dilation=s, padding lo' = d(K-1) - lo,
-    hi' = d(K-1) - hi + op, flip=True): MLX's definition of conv_transpose. Output, abs_sum and
-    terms (zeros inserted by the input dilation are no terms)."""
-    p = data.draw(core_params(nd))
-    rng = np.random.default_rng(p["seed"])
-    x = int_array(rng, (p["batch"], *p["size"], p["c_in"]))
-    w = int_array(rng, (p["c_out"], *p["kernel"], p["c_in"] // p["groups"]))
-    scatter = conv_transpose_general(
+def scatter_core(x, w, p: dict, **kw):
+    """The scatter core on ``core_params`` parameters, with the bound (``kw``: e.g. the
+    formulation)."""
+    return conv_transpose_general(
         x,
         w,
         stride=p["stride"],
@@ -404,12 +397,19 @@ def test_scatter_equals_gather(nd, data):
         output_padding=p["output_padding"],
         groups=p["groups"],
         with_bound=True,
+        **kw,
     )
+
+
+def gather_as_transpose(x, w, p: dict, **kw):
+    """The same transposed convolution from the gather core, as MLX defines it: input dilation
+    = stride, flipped kernel, padding ``d(K-1) - lo`` and ``d(K-1) - hi + op`` (negative:
+    crops)."""
     ext = [d * (k - 1) for d, k in zip(p["dilation"], p["kernel"])]
-    gather = conv_general(
+    return conv_general(
         x,
         w,
-        stride=(1,) * nd,
+        stride=(1,) * len(ext),
         padding_lo=[e - lo for e, lo in zip(ext, p["lo"])],
         padding_hi=[e - hi + o for e, hi, o in zip(ext, p["hi"], p["output_padding"])],
         kernel_dilation=p["dilation"],
@@ -417,7 +417,22 @@ def test_scatter_equals_gather(nd, data):
         groups=p["groups"],
         flip=True,
         with_bound=True,
+        **kw,
     )
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@prop(60)
+@given(data=st.data())
+def test_scatter_equals_gather(nd, data):
+    """conv_transpose_general == conv_general(input_dilation=s, padding lo' = d(K-1) - lo,
+    hi' = d(K-1) - hi + op, flip=True): MLX's definition of conv_transpose. Output, abs_sum and
+    terms (zeros inserted by the input dilation are no terms)."""
+    p = data.draw(core_params(nd))
+    x, w, _ = inputs_for(p)
+    scatter = scatter_core(x, w, p)
+    gather = gather_as_transpose(x, w, p)
+    ext = [d * (k - 1) for d, k in zip(p["dilation"], p["kernel"])]
     want_size = [
         (s - 1) * st_ + e + 1 - lo - hi + o
         for s, st_, e, lo, hi, o in zip(

@@ -39,10 +39,13 @@ from reference.core import (
 from reference.params import check_params, check_shapes
 from tests.test_reference import (
     core_params,
+    gather_as_transpose,
+    inputs_for,
     int_array,
     literal_conv,
     literal_conv_transpose,
     prop,
+    scatter_core,
     tiny_params,
 )
 
@@ -112,10 +115,7 @@ def _assert_same(res, want) -> None:
 @given(data=st.data())
 def test_gather_formulations_match_literal(op, formulation, data):
     p = data.draw(tiny_params(op))
-    rng = np.random.default_rng(p["seed"])
-    x = int_array(rng, (p["batch"], *p["size"], p["c_in"]))
-    w = int_array(rng, (p["c_out"], *p["kernel"], p["c_in"] // p["groups"]))
-    b = int_array(rng, (p["c_out"],)) if p["bias"] else None
+    x, w, b = inputs_for(p)
     want = literal_conv(x, w, b, p["stride"], p["padding"], p["dilation"], p["groups"])
     block_bytes = data.draw(BLOCK_BYTES)
     res = _forward(_layout(data, x), _layout(data, w), p, formulation, block_bytes, b)
@@ -128,10 +128,7 @@ def test_gather_formulations_match_literal(op, formulation, data):
 @given(data=st.data())
 def test_scatter_formulations_match_literal(op, formulation, data):
     p = data.draw(tiny_params(op))
-    rng = np.random.default_rng(p["seed"])
-    x = int_array(rng, (p["batch"], *p["size"], p["c_in"]))
-    w = int_array(rng, (p["c_out"], *p["kernel"], p["c_in"] // p["groups"]))
-    b = int_array(rng, (p["c_out"],)) if p["bias"] else None
+    x, w, b = inputs_for(p)
     want = literal_conv_transpose(
         x, w, b, p["stride"], p["padding"], p["dilation"], p["output_padding"], p["groups"]
     )
@@ -148,44 +145,13 @@ def test_formulations_agree_on_scatter_gather_identity(nd, data):
     conv_transpose: input dilation = stride, flipped kernel, padding ``d(K-1) - lo`` and
     ``d(K-1) - hi + op`` (negative: crops), with batch 0 among the draws."""
     p = data.draw(core_params(nd))
-    rng = np.random.default_rng(p["seed"])
-    x = int_array(rng, (p["batch"], *p["size"], p["c_in"]))
-    w = int_array(rng, (p["c_out"], *p["kernel"], p["c_in"] // p["groups"]))
-    ext = [d * (k - 1) for d, k in zip(p["dilation"], p["kernel"])]
+    x, w, _ = inputs_for(p)
     block_bytes = data.draw(BLOCK_BYTES)
     results = []
     for formulation in FORMULATIONS:
-        results.append(
-            conv_transpose_general(
-                x,
-                w,
-                stride=p["stride"],
-                padding_lo=p["lo"],
-                padding_hi=p["hi"],
-                dilation=p["dilation"],
-                output_padding=p["output_padding"],
-                groups=p["groups"],
-                with_bound=True,
-                formulation=formulation,
-                block_bytes=block_bytes,
-            )
-        )
-        results.append(
-            conv_general(
-                x,
-                w,
-                stride=(1,) * nd,
-                padding_lo=[e - lo for e, lo in zip(ext, p["lo"])],
-                padding_hi=[e - hi + o for e, hi, o in zip(ext, p["hi"], p["output_padding"])],
-                kernel_dilation=p["dilation"],
-                input_dilation=p["stride"],
-                groups=p["groups"],
-                flip=True,
-                with_bound=True,
-                formulation=formulation,
-                block_bytes=block_bytes,
-            )
-        )
+        kw = dict(formulation=formulation, block_bytes=block_bytes)
+        results.append(scatter_core(x, w, p, **kw))
+        results.append(gather_as_transpose(x, w, p, **kw))
     first = results[0]
     for res in results[1:]:
         _assert_same(res, (first.out, first.abs_sum, first.terms))
