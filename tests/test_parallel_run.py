@@ -20,7 +20,7 @@ from conformance.parallel import MAX_AUTO_WORKERS, available_cpus, parse_workers
 from conformance.runner import Runner
 from conformance.stream import read_stream
 from conformance.timing import StageTimes, throughput_table
-from tests.test_robust_run import ENV, PLUGIN, ROBUST_CASES, ROOT, cli, write_cases
+from tests.test_robust_run import ENV, PLUGIN, ROBUST_CASES, ROOT, cli, run_cases, write_cases
 
 # --- run --workers N: the same records, in the same order, as a serial run --------------------
 
@@ -81,17 +81,9 @@ def test_workers_give_the_serial_records_and_one_report(tmp_path):
 
 
 def test_a_worker_that_dies_without_isolation_is_a_clear_error(tmp_path):
-    cases = write_cases(tmp_path / "cases.toml", ["conv_transpose1d-n1-c1x1-s4-k2-st3-f32"])
-    res = cli(
-        "run",
-        "--cases",
-        str(cases),
-        "--no-corpus",
-        "--max-examples",
-        "0",
-        "--plugin",
-        PLUGIN,
-        "--backends",
+    res = run_cases(
+        tmp_path,
+        ["conv_transpose1d-n1-c1x1-s4-k2-st3-f32"],
         "planted-crash",
         "--no-isolation",
         "-n",
@@ -130,17 +122,9 @@ def test_a_budget_per_backend(tmp_path):
     # planted-slow sleeps 50 ms per case: over a 10 ms budget it times out on every case it
     # runs, while numpy-ref and planted-hang (which hangs only on batch 2) keep their budgets.
     ids = ["conv_transpose1d-n1-c1x1-s4-k2-f32", "conv_transpose1d-n2-c1x1-s4-k2-f32"]
-    cases = write_cases(tmp_path / "cases.toml", ids)
-    res = cli(
-        "run",
-        "--cases",
-        str(cases),
-        "--no-corpus",
-        "--max-examples",
-        "0",
-        "--plugin",
-        PLUGIN,
-        "--backends",
+    res = run_cases(
+        tmp_path,
+        ids,
         "numpy-ref,planted-slow,planted-hang",
         "--timeout",
         "60",

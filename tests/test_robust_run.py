@@ -48,6 +48,26 @@ def write_cases(path: Path, ids: list[str]) -> Path:
     return path
 
 
+def run_cases(tmp_path: Path, ids: list[str], backends: str, *args: str, timeout: int = 300):
+    """``run`` on exactly the cases ``ids`` (no corpus, nothing generated) on ``backends``, with
+    the planted backends loaded; ``args`` are more options."""
+    cases = write_cases(tmp_path / "cases.toml", ids)
+    return cli(
+        "run",
+        "--cases",
+        str(cases),
+        "--no-corpus",
+        "--max-examples",
+        "0",
+        "--plugin",
+        PLUGIN,
+        "--backends",
+        backends,
+        *args,
+        timeout=timeout,
+    )
+
+
 def verdicts(records) -> dict[tuple[str, str], str]:
     return {(r.case_id, r.backend): r.verdict for r in records}
 
@@ -80,19 +100,11 @@ def expected_verdict(case_id: str, backend: str) -> str:
 
 
 def test_run_survives_segfault_hang_and_out_of_memory(tmp_path):
-    cases = write_cases(tmp_path / "cases.toml", ROBUST_CASES)
     out = tmp_path / "results.json"
     start = time.perf_counter()
-    res = cli(
-        "run",
-        "--cases",
-        str(cases),
-        "--no-corpus",
-        "--max-examples",
-        "0",
-        "--plugin",
-        PLUGIN,
-        "--backends",
+    res = run_cases(
+        tmp_path,
+        ROBUST_CASES,
         "planted-crash,planted-hang,planted-oom",
         "--timeout",
         "6",
