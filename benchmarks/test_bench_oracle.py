@@ -7,7 +7,7 @@ Every unique layer shape (case id without its dtype) of the real-network corpus
 * ``reference-f64``: the public op (:func:`reference.ops.run_op`, bias included), formulation
   picked by :func:`reference.core.choose_formulation`;
 * ``torch-cpu-f64``: ``torch.nn.functional`` on the same values in PyTorch's layout;
-* ``per-tap`` and ``im2col``: the reference core with that formulation forced (no bias), the
+* ``per-tap`` and ``im2col``: the op with that formulation forced (no bias), the
   numbers behind the chooser's thresholds.
 
 Both sides get float64 arrays built before timing (the conversion from the case's float32 inputs
@@ -37,8 +37,6 @@ from conformance.inputs import Inputs, make_inputs
 from reference.core import (
     FORMULATIONS,
     auto_formulation,
-    conv_general,
-    conv_transpose_general,
 )
 from reference.ops import run_op
 from reference.params import check_params, check_shapes
@@ -100,31 +98,16 @@ def reference_f64(case: Case, inputs: Inputs) -> np.ndarray:
 
 
 def reference_forced(case: Case, inputs: Inputs, formulation: str) -> np.ndarray:
-    """The core alone (no validation, no bias) with ``formulation`` forced."""
-    if case.transposed:
-        res = conv_transpose_general(
-            inputs.x,
-            inputs.w,
-            stride=case.stride,
-            padding_lo=case.padding,
-            padding_hi=case.padding,
-            dilation=case.dilation,
-            output_padding=case.output_padding,
-            groups=case.groups,
-            formulation=formulation,
-        )
-    else:
-        res = conv_general(
-            inputs.x,
-            inputs.w,
-            stride=case.stride,
-            padding_lo=case.padding,
-            padding_hi=case.padding,
-            kernel_dilation=case.dilation,
-            groups=case.groups,
-            formulation=formulation,
-        )
-    return res.out
+    """The op without bias, with ``formulation`` forced."""
+    return run_op(
+        case.op,
+        case.ndim,
+        case.transposed,
+        inputs.x,
+        inputs.w,
+        formulation=formulation,
+        **case.params(),
+    )
 
 
 def torch_f64(case: Case, tensors) -> object:
@@ -142,9 +125,7 @@ def peak_memory_ratio(case: Case) -> float:
     inputs = make_inputs(case)
     tracemalloc.start()
     try:
-        out = run_op(
-            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
-        )
+        out = reference_f64(case, inputs)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

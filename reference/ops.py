@@ -37,8 +37,10 @@ def run_op(
     output_padding: IntOrSeq = 0,
     groups: int = 1,
     with_bound: bool = False,
+    formulation: str = "auto",
 ) -> np.ndarray | ConvResult:
-    """Validate and run one op; the six public functions are thin names for this."""
+    """Validate and run one op; the six public functions are thin names for this.
+    ``formulation`` forces one of :data:`reference.core.FORMULATIONS` (benchmarks, tests)."""
     p = check_params(
         op,
         ndim,
@@ -65,6 +67,7 @@ def run_op(
             groups=p.groups,
             with_bound=with_bound,
             bias=ba,
+            formulation=formulation,
         )
     else:
         res = conv_general(
@@ -77,6 +80,7 @@ def run_op(
             groups=p.groups,
             with_bound=with_bound,
             bias=ba,
+            formulation=formulation,
         )
     return res if with_bound else res.out
 
