@@ -607,11 +607,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_serial(
     runner: Runner, todo: list[tuple[Case, list[str]]]
 ) -> Iterator[tuple[Case, list[Record], StageTimes]]:
-    by_name = {b.name: b for b in runner.backends}
     for case, names in todo:
-        runner.times = StageTimes()
-        recs = runner.run_case(case, [by_name[n] for n in names])
-        yield case, recs, runner.times
+        yield case, *runner.run_case_on(case, names)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

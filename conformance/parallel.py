@@ -126,14 +126,12 @@ def _worker_main(conn: Connection, spec: RunSpec) -> None:
     runner = None
     try:
         runner = spec.runner()
-        by_name = {b.name: b for b in runner.backends}
         start_isolated(runner)
         conn.send(("ready", [b.name for b in runner.backends]))
         while (message := conn.recv()) is not None:
             index, case, names = message
-            runner.times = StageTimes()
-            records = runner.run_case(case, [by_name[n] for n in names])
-            conn.send(("done", index, records, runner.times))
+            records, times = runner.run_case_on(case, names)
+            conn.send(("done", index, records, times))
     except (EOFError, KeyboardInterrupt):
         pass
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it

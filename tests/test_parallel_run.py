@@ -189,6 +189,11 @@ def test_runner_times_every_stage():
     t = runner.times
     assert t.counts == {"inputs": 2, "reference": 2, "backend:numpy-ref": 2, "diff": 1}
     assert all(s > 0 for s in t.seconds.values())
+    # One case's own stage times, while the runner's total keeps counting.
+    records, spent = runner.run_case_on(parse_id("conv1d-n1-c2x2-s5-k3-f32"), ["numpy-ref"])
+    assert [r.verdict for r in records] == [D.PASS]
+    assert spent.counts == {"inputs": 1, "reference": 1, "backend:numpy-ref": 1, "diff": 1}
+    assert runner.times.counts == {"inputs": 3, "reference": 3, "backend:numpy-ref": 3, "diff": 2}
 
 
 def test_stage_times_merge_round_trip_and_table():
