@@ -183,8 +183,12 @@ class WorkerPool:
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(proc)
-        for conn in self._conns:
-            self._receive(conn, "starting")
+        try:
+            for conn in self._conns:
+                self._receive(conn, "starting")
+        except BaseException:
+            self.close()  # the others are not daemons: left waiting, they would block exit
+            raise
 
     def _receive(self, conn: Connection, doing: str) -> tuple:
         try:
