@@ -1,42 +1,43 @@
-"""Drawing a deterministic list of cases from the Hypothesis strategies (for the CLI and nox).
+"""The CLI's case list: drawn from the case space by our own seeded generator.
 
-pytest drives the strategies itself (with shrinking); a conformance *run* wants a fixed list it
-can run on every backend, count and report, so it draws examples up front from a seeded,
-generate-only Hypothesis run. The same seed and arguments give the same list.
+pytest drives the Hypothesis strategies itself (with shrinking); a conformance *run* wants a fixed
+list it can run on every backend, count, resume and report. It is drawn here from the same case
+space (:mod:`conformance.strategies`) with :class:`~conformance.draw.SeededDraw`, one stream per
+(seed, op, kind), so:
+
+* the same seed and arguments give the same list, whatever modules or plugins are loaded, on
+  every platform, and whatever Hypothesis version is installed;
+* ``--ops conv2d`` draws exactly the conv2d cases of a full run.
+
+``tests/golden/`` pins the first ids of the default seed: a change of the list fails a test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis import strategies as st
+from collections.abc import Callable, Iterable
 
 from conformance.case import OPS, Case
+from conformance.draw import Draw, SeededDraw, stream_seed
 from conformance.dtypes import DTYPES
-from conformance.strategies import invalid_cases, valid_cases
+from conformance.strategies import draw_invalid_case, draw_valid_case
+
+#: Draws per wanted case before giving up on more distinct ids (a small space, e.g. one dtype
+#: and tiny limits, can hold fewer distinct cases than asked for).
+ATTEMPTS_PER_CASE = 20
 
 
-def draw_cases(strategy: st.SearchStrategy[Case], count: int, seed: int) -> list[Case]:
-    """Up to ``count`` distinct cases from ``strategy``, deterministic for a given ``seed``."""
-    if count <= 0:
-        return []
+def draw_cases(build: Callable[[Draw], Case], count: int, seed: int) -> list[Case]:
+    """``count`` distinct cases built by ``build`` from a SplitMix64 stream seeded with
+    ``seed`` (fewer only if the space runs out of distinct ids), in the order drawn."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    pick = SeededDraw(seed)
     seen: dict[str, Case] = {}
-
-    @hypothesis_seed(seed)
-    @settings(
-        max_examples=count,
-        database=None,
-        phases=[Phase.generate],
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(strategy)
-    def collect(case: Case) -> None:
+    for _ in range(count * ATTEMPTS_PER_CASE):
+        if len(seen) >= count:
+            break
+        case = build(pick)
         seen.setdefault(case.id, case)
-
-    collect()
     return list(seen.values())
 
 
@@ -51,7 +52,15 @@ def generated_cases(
     """Valid then invalid cases for each op, in op order."""
     dtypes = tuple(dtypes)
     cases: list[Case] = []
-    for i, op in enumerate(ops):
-        cases += draw_cases(valid_cases(op, dtypes), valid_per_op, seed + i)
-        cases += draw_cases(invalid_cases(op, dtypes), invalid_per_op, seed + 1000 + i)
+    for op in ops:
+        cases += draw_cases(
+            lambda pick, op=op: draw_valid_case(pick, op, dtypes),
+            valid_per_op,
+            stream_seed(seed, op, "valid"),
+        )
+        cases += draw_cases(
+            lambda pick, op=op: draw_invalid_case(pick, op, dtypes),
+            invalid_per_op,
+            stream_seed(seed, op, "invalid"),
+        )
     return cases
