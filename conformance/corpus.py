@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.case import Case, parse_id
+from conformance.paths import shipped_dir
 from conformance.tomlfile import read_entries
 
-CASES_DIR = Path(__file__).resolve().parent.parent / "cases"
+#: ``cases/`` of the checkout, or the corpus installed with the wheel (:mod:`conformance.paths`).
+CASES_DIR = shipped_dir()
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ from conformance.isolation import (
     WorkerTimeout,
 )
 from conformance.known_failures import KnownFailures
-from conformance.runner import Record
+from conformance.runner import Record, tolerance_option
 from reference import grad as RG
 from reference.core import ConvResult
 from reference.params import check_params, check_shapes
@@ -452,6 +452,7 @@ def _run_adapter(case, inputs, dy, ref, names, adapter, tol, known) -> list[Reco
             "case_id": case.id,
             "backend": record_name(adapter.name, gradient),
             "case": case.to_dict(),
+            "tolerance_factor": tol.factor,
         }
 
     reason = adapter.unsupported_reason(case)
@@ -527,9 +528,11 @@ def _with_known(recs: list[Record], backend: str, known: KnownFailures) -> list[
     return out
 
 
-def replay_command(case_id: str, backend: str) -> str:
-    """The command that replays the gradients of one case on one (forward) backend."""
-    return f"python -m conformance.gradients {case_id} --backends {backend}"
+def replay_command(case_id: str, backend: str, tolerance_factor: float = 1.0) -> str:
+    """The command that replays the gradients of one case on one (forward) backend (with the
+    tolerance factor when it is not the default 1)."""
+    extra = tolerance_option(tolerance_factor)
+    return f"python -m conformance.gradients {case_id} --backends {backend}{extra}"
 
 
 def summary(rec: Record) -> str:
@@ -537,7 +540,7 @@ def summary(rec: Record) -> str:
     backend, _ = split_record_name(rec.backend)
     lines = rec.summary().splitlines()
     if lines and lines[-1].lstrip().startswith("replay:"):
-        lines[-1] = f"  replay: {replay_command(rec.case_id, backend)}"
+        lines[-1] = f"  replay: {replay_command(rec.case_id, backend, rec.tolerance_factor)}"
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """The regression corpus: every failure the harness found, saved to be replayed first.
 
-``cases/regressions/<backend>.toml`` holds one ``[[regression]]`` table per saved failure::
+``cases/regressions/<backend>.toml`` in the project directory (``$CONVCHECK_HOME``, else the
+source checkout, else the current directory; see :mod:`conformance.paths`) holds one
+``[[regression]]`` table per saved failure::
 
     [[regression]]
     id = "conv_transpose1d-n1-c1x1-s5-k2-st2-p2-f32"
@@ -19,22 +21,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from conformance import paths
 from conformance.case import Case, parse_id
-from conformance.corpus import CASES_DIR
 from conformance.diff import VERDICTS
 from conformance.runner import Record
 from conformance.tomlfile import read_entries
 
-REGRESSIONS_DIR = CASES_DIR / "regressions"
-
 
 def regressions_dir() -> Path:
-    """``cases/regressions``, or ``$CONVCHECK_REGRESSIONS_DIR`` (tests point it elsewhere)."""
-    return Path(os.environ.get("CONVCHECK_REGRESSIONS_DIR") or REGRESSIONS_DIR)
+    """``cases/regressions`` of the project directory (the checkout, ``$CONVCHECK_HOME`` or the
+    current directory), or ``$CONVCHECK_REGRESSIONS_DIR``: see :mod:`conformance.paths`."""
+    return paths.regressions_dir()
 
 
 _FIELDS = ("id", "verdict", "versions", "date", "detail")

@@ -5,6 +5,6 @@
 * :mod:`kernels.host`: builds the host dialect with g++, loads it with ctypes, runs it.
 * :mod:`kernels.mlx_launch`: launches the cuda/metal dialects through ``mx.fast``.
 * :mod:`kernels.backends`: the harness adapters ``kernels-host``, ``kernels-cuda``,
-  ``kernels-metal`` (load with ``--plugin kernels.backends:BACKENDS``).
+  ``kernels-metal`` (built-in backends: listed by ``python -m conformance backends``).
 * :mod:`kernels.check_cuda`: compiles the CUDA dialect with nvcc (no GPU needed).
 """

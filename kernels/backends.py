@@ -1,9 +1,10 @@
 """Harness adapters for the kernels: ``kernels-host``, ``kernels-cuda``, ``kernels-metal``.
 
-Load them with ``--plugin kernels.backends:BACKENDS`` (or ``CONVCHECK_PLUGINS``). All three run
-the same bodies (see :mod:`kernels.source`); they differ only in how those are compiled and
-launched. Invalid cases are rejected in :meth:`run` with the reference's own ``ValueError`` (a
-"both rejected" verdict); :meth:`unsupported_reason` names only what the kernels cannot do.
+They are built-in backends (:func:`conformance.backends.builtin_backends`); loading them again
+as a plugin is an error (a plugin's names must be new). All three run the same bodies (see
+:mod:`kernels.source`); they differ only in how those are compiled and launched. Invalid cases
+are rejected in :meth:`run` with the reference's own ``ValueError`` (a "both rejected" verdict);
+:meth:`unsupported_reason` names only what the kernels cannot do.
 """
 
 from __future__ import annotations
