@@ -43,6 +43,10 @@ ACCEPTED_INVALID = "accepted-invalid"
 UNSUPPORTED = "unsupported"
 CRASHED = "crashed"
 TIMEOUT = "timeout"
+#: The backend wrote into its input arrays (conformance.guard).
+MUTATED_INPUT = "mutated-input"
+#: Not run: the case needs more memory than the per-case cap (conformance.sizing).
+TOO_LARGE = "too-large"
 
 #: Every verdict, and whether it counts as a failure of the backend.
 VERDICTS: dict[str, bool] = {
@@ -57,6 +61,8 @@ VERDICTS: dict[str, bool] = {
     UNSUPPORTED: False,
     CRASHED: True,
     TIMEOUT: True,
+    MUTATED_INPUT: True,
+    TOO_LARGE: False,
 }
 
 

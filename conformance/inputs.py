@@ -15,6 +15,7 @@ from conformance.case import Case
 from conformance.dtypes import round_to
 from reference.core import ConvResult
 from reference.ops import run_op
+from reference.params import check_params, check_shapes
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,19 @@ def make_inputs(case: Case) -> Inputs:
     return Inputs(x, w, b)
 
 
+def check_case(case: Case) -> tuple[int, ...]:
+    """The case's output shape, checked as the reference checks its arguments but with the
+    case's own sizes: a negative batch, channel count, spatial or kernel size (which the input
+    arrays cannot hold: :func:`make_inputs` makes it 0) is rejected with its real value.
+    ValueError naming op, parameter and value otherwise."""
+    p = check_params(case.op, case.ndim, transposed=case.transposed, **case.params())  # type: ignore[arg-type]
+    return check_shapes(p, case.x_shape, case.w_shape, case.bias_shape)
+
+
 def run_reference(case: Case, inputs: Inputs | None = None) -> ConvResult:
-    """The oracle: float64 output plus error-bound inputs. Raises ValueError for invalid cases."""
+    """The oracle: float64 output plus error-bound inputs. Raises ValueError for invalid cases
+    (:func:`check_case` first, so a negative size is named with its value)."""
+    check_case(case)
     inputs = inputs or make_inputs(case)
     res = run_op(
         case.op,

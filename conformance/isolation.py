@@ -8,7 +8,12 @@ The worker's stdout and stderr go to a file whose last lines are reported with t
 * the backend runs out of memory (the worker's memory limit, see below) ->
   :class:`WorkerOutOfMemory` (a :class:`WorkerCrashed`; the worker is replaced);
 * no answer within ``timeout`` seconds -> the worker is killed -> :class:`WorkerTimeout`;
-* the backend raises in the worker -> :class:`RemoteError` with the original type name.
+* the backend raises in the worker -> :class:`RemoteError` with the original type name;
+* the backend writes into its input arrays (read-only views, checked by fingerprint after the
+  call, :mod:`conformance.guard`) -> :meth:`IsolatedBackend.take_mutated` names them;
+* the worker cannot even start (import its backend) -> :class:`WorkerStartError`, a
+  configuration error that ends the run (usually a ``--worker-memory-mb`` too small to load
+  the library: the message says how much it needs), instead of a crash for every case.
 
 The runner turns these into the verdicts ``crashed``, ``timeout`` and ``raised``/``both-rejected``.
 
@@ -37,7 +42,9 @@ import numpy as np
 
 from conformance.backends.base import Availability, Backend
 from conformance.case import Case
+from conformance.guard import changed, fingerprint, read_only
 from conformance.inputs import Inputs
+from conformance.messages import cap_text
 
 DEFAULT_TIMEOUT = 120.0
 #: Per-worker memory limit in MiB (0: none): generous, it is there to stop a runaway backend.
@@ -152,6 +159,24 @@ class WorkerTimeout(RuntimeError):
         super().__init__(f"{backend} gave no result within {seconds:g} s; worker killed")
 
 
+class WorkerStartError(ValueError):
+    """A backend's worker died or failed before its first case: a configuration error (a
+    memory limit too small to load the library, a plugin that cannot be imported there), not
+    a verdict. The runner lets it through; the CLI prints it and exits 2."""
+
+
+def data_mib() -> int | None:
+    """This process's data segment in MiB (what ``RLIMIT_DATA`` limits); None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return -(-int(line.split()[1]) // 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class RemoteError(Exception):
     """An exception raised by the backend inside the worker, by type name and message."""
 
@@ -201,9 +226,20 @@ def _worker_main(
     # Several workers share the cores and take turns; OpenMP threads that spin while their
     # worker waits would steal the CPU from the one that runs (20x slower torch on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from conformance.backends import resolve
+    try:
+        from conformance.backends import resolve
 
-    (backend,) = resolve([name], plugins=plugins, allow_tf32=allow_tf32)
+        (backend,) = resolve([name], plugins=plugins, allow_tf32=allow_tf32)
+        # Import the library now (the probe does): a worker that cannot load it under its
+        # memory limit fails here, before its first case, not with a crash on every case.
+        availability = backend.availability
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("start-failed", f"{type(exc).__name__}: {cap_text(str(exc))}"))
+        return
+    if not availability.available:
+        conn.send(("start-failed", cap_text(availability.detail)))
+        return
+    conn.send(("ready", data_mib()))
     while True:
         try:
             msg = conn.recv()
@@ -212,12 +248,18 @@ def _worker_main(
         if msg is None:
             return
         case_dict, x, w, b = msg
+        inputs = Inputs(x, w, b)
+        before = fingerprint(inputs)
         try:
-            reply = ("ok", np.asarray(backend.run(Case.from_dict(case_dict), Inputs(x, w, b))))
+            reply = ("ok", np.asarray(backend.run(Case.from_dict(case_dict), read_only(inputs))))
         except BaseException as exc:  # noqa: BLE001 - every failure goes back as data
             type_name, message = type(exc).__name__, str(exc)
             kind = "oom" if looks_out_of_memory(type_name, message) else "error"
-            reply = (kind, type_name, message)
+            reply = (kind, type_name, cap_text(message))
+        if reply[0] != "oom":
+            mutated = changed(inputs, before)
+            if mutated:
+                reply = ("mutated", mutated, reply)
         # The exception (and with it whatever the backend allocated) is gone here.
         try:
             conn.send(reply)
@@ -240,6 +282,7 @@ class IsolatedBackend(Backend):
         allow_tf32: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         memory_mb: int = DEFAULT_MEMORY_MB,
+        memory_option: str = "--worker-memory-mb",
     ) -> None:
         self.inner = inner
         self.name = inner.name
@@ -249,8 +292,14 @@ class IsolatedBackend(Backend):
         self.allow_tf32 = allow_tf32
         self.timeout = timeout
         self.memory_mb = memory_mb
+        #: The option that set ``memory_mb``, named when the worker cannot start under it.
+        self.memory_option = memory_option
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
+        #: The worker said it has loaded its backend.
+        self._ready = False
+        #: The input fields the last case's backend call wrote into (see take_mutated).
+        self._mutated: tuple[str, ...] = ()
         self._stderr = Path(
             tempfile.mkstemp(prefix=f"convcheck-{inner.name}-", suffix=".stderr")[1]
         )
@@ -281,6 +330,7 @@ class IsolatedBackend(Backend):
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        self._ready = False
 
     def _stderr_tail(self) -> str:
         try:
@@ -307,10 +357,56 @@ class IsolatedBackend(Backend):
             self._kill()
             self._start()
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+    def check_start(self) -> None:
+        """Start the worker if needed and wait until it has loaded its backend;
+        :class:`WorkerStartError` if it cannot (:class:`WorkerTimeout` past the timeout)."""
         if self._proc is None or not self._proc.is_alive():
             self._kill()
             self._start()
+        if self._ready:
+            return
+        assert self._conn is not None and self._proc is not None
+        try:
+            if not self._conn.poll(self.timeout):
+                self._kill()
+                raise WorkerTimeout(self.name, self.timeout)
+            reply = self._conn.recv()
+        except (EOFError, OSError):
+            self._proc.join(timeout=10)
+            tail = self._stderr_tail()
+            raise self._start_error(str(WorkerCrashed(self.name, self._kill(), tail))) from None
+        if reply[0] == "ready":
+            self._ready = True
+            return
+        self._kill()
+        raise self._start_error(f"{self.name} worker: {reply[1]}")
+
+    def _start_error(self, how: str) -> WorkerStartError:
+        """Why the worker could not start: when a memory limit is set and a worker without it
+        starts, the limit, with what the worker needs."""
+        if self.memory_mb > 0:
+            need = measure_start_mib(self.inner.name, self.plugins, self.allow_tf32)
+            if need is not None:
+                about = (
+                    f"needs about {need} MiB"
+                    if need > self.memory_mb
+                    else f"it starts without the limit, with about {need} MiB"
+                )
+                return WorkerStartError(
+                    f"{self.memory_option} {self.memory_mb} is too small to start the "
+                    f"{self.name} worker ({about} before its first case); give more, or 0 "
+                    f"for no limit. The worker failed with: {how}"
+                )
+        return WorkerStartError(f"the {self.name} worker failed to start: {how}")
+
+    def take_mutated(self) -> tuple[str, ...]:
+        """The input fields (``x``, ``w``, ``bias``) the last call wrote into; cleared."""
+        mutated, self._mutated = self._mutated, ()
+        return mutated
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        self._mutated = ()
+        self.check_start()
         assert self._conn is not None
         try:
             self._conn.send((case.to_dict(), inputs.x, inputs.w, inputs.bias))
@@ -323,6 +419,9 @@ class IsolatedBackend(Backend):
             self._proc.join(timeout=10)
             tail = self._stderr_tail()
             raise WorkerCrashed(self.name, self._kill(), tail) from None
+        if reply[0] == "mutated":
+            self._mutated = tuple(reply[1])
+            reply = reply[2]
         if reply[0] == "ok":
             return reply[1]
         if reply[0] == "oom":
@@ -345,3 +444,37 @@ class IsolatedBackend(Backend):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def measure_start_mib(
+    name: str, plugins: tuple[str, ...] = (), allow_tf32: bool = False, timeout: float = 300
+) -> int | None:
+    """Start a worker for backend ``name`` without a memory limit: its data segment in MiB
+    once it has loaded the backend, or None if it cannot start either (or off Linux)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    fd, stderr = tempfile.mkstemp(prefix=f"convcheck-{name}-probe-", suffix=".stderr")
+    os.close(fd)
+    proc = ctx.Process(
+        target=_worker_main,
+        args=(child, name, tuple(plugins), allow_tf32, stderr, 0),
+        daemon=True,
+        name=f"convcheck-{name}-probe",
+    )
+    try:
+        proc.start()
+        child.close()
+        reply = parent.recv() if parent.poll(timeout) else None
+        if reply is not None and reply[0] == "ready":
+            parent.send(None)
+            return reply[1]
+        return None
+    except (EOFError, OSError):
+        return None
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
+        parent.close()
+        Path(stderr).unlink(missing_ok=True)

@@ -16,8 +16,10 @@ not oversubscribe the cores.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,7 +29,12 @@ from multiprocessing.connection import Connection, wait
 from conformance.backends import Backend, resolve
 from conformance.case import Case
 from conformance.diff import Tolerance
-from conformance.isolation import DEFAULT_MEMORY_MB, IsolatedBackend, TimeBudget
+from conformance.isolation import (
+    DEFAULT_MEMORY_MB,
+    IsolatedBackend,
+    TimeBudget,
+    WorkerStartError,
+)
 from conformance.known_failures import KnownFailures
 from conformance.runner import Record, Runner
 from conformance.timing import StageTimes
@@ -74,6 +81,8 @@ class RunSpec:
     memory_mb: int = DEFAULT_MEMORY_MB
     tolerance_factor: float = 1.0
     regressions: frozenset[tuple[str, str]] = frozenset()
+    #: The per-case memory cap in MiB (None: the default, 0: none; conformance.sizing).
+    max_case_memory_mb: int | None = None
 
     def resolve(self) -> list[Backend]:
         """Every requested backend (available or not)."""
@@ -105,6 +114,7 @@ class RunSpec:
             tolerance=Tolerance(self.tolerance_factor),
             known=KnownFailures.load(),
             regressions=set(self.regressions),
+            max_case_memory_mb=self.max_case_memory_mb,
         )
 
 
@@ -121,19 +131,38 @@ def start_isolated(runner: Runner, names: set[str] | None = None) -> None:
             b.start()
 
 
-def _worker_main(conn: Connection, spec: RunSpec) -> None:
-    """A pool worker: build the runner, then run each case sent until ``None`` comes."""
+#: Bytes of the note a pool worker keeps of the case and backend it is running.
+NOTE_BYTES = 512
+
+
+def _leave_note(note, case: Case, backend: Backend) -> None:
+    note.value = f"{case.id} on {backend.name}".encode()[: NOTE_BYTES - 1]
+
+
+def _worker_main(conn: Connection, spec: RunSpec, note=None) -> None:
+    """A pool worker: build the runner, then run each case sent until ``None`` comes. Before
+    each backend call it writes the case and backend to ``note`` (shared memory), which the
+    parent reads if a backend in this process kills it (``--no-isolation``)."""
     runner = None
     try:
         runner = spec.runner()
+        if note is not None:
+            runner.before_call = lambda case, backend: _leave_note(note, case, backend)
         start_isolated(runner)
         conn.send(("ready", [b.name for b in runner.backends]))
         while (message := conn.recv()) is not None:
             index, case, names = message
             records, times = runner.run_case_on(case, names)
+            if note is not None:
+                note.value = b""
             conn.send(("done", index, records, times))
     except (EOFError, KeyboardInterrupt):
         pass
+    except WorkerStartError as exc:  # a configuration error: its message says it all
+        try:
+            conn.send(("fatal", str(exc)))
+        except OSError:
+            pass
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         try:
             conn.send(("error", traceback.format_exc()))
@@ -172,12 +201,16 @@ class WorkerPool:
         ctx = mp.get_context("spawn")
         self._conns: list[Connection] = []
         self._procs: list[mp.process.BaseProcess] = []
+        self._notes = [ctx.Array(ctypes.c_char, NOTE_BYTES, lock=False) for _ in range(workers)]
+        self.isolated = spec.isolate
         with _threads_per_worker(max(1, available_cpus() // workers)):
             for i in range(workers):
                 parent, child = ctx.Pipe()
                 # Not a daemon: an isolated backend is a child process of the worker.
                 proc = ctx.Process(
-                    target=_worker_main, args=(child, spec), name=f"convcheck-worker-{i}"
+                    target=_worker_main,
+                    args=(child, spec, self._notes[i]),
+                    name=f"convcheck-worker-{i}",
                 )
                 proc.start()
                 child.close()
@@ -190,18 +223,46 @@ class WorkerPool:
             self.close()  # the others are not daemons: left waiting, they would block exit
             raise
 
+    def _died(self, conn: Connection, doing: str) -> WorkerError:
+        """The error for a worker that went away while ``doing``: how it died, and the case
+        and backend it was running if it left a note."""
+        i = self._conns.index(conn)
+        proc = self._procs[i]
+        proc.join(timeout=10)
+        code = proc.exitcode
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        note = self._notes[i].value.decode(errors="replace")
+        doing = f"running {note}" if note else doing
+        advice = (
+            "a backend that crashes its process ends a --no-isolation run; drop --no-isolation "
+            "to get the verdict crashed for that case and go on"
+            if not self.isolated
+            else "see its output above"
+        )
+        return WorkerError(f"worker {i} died while {doing} ({how}); {advice}")
+
     def _receive(self, conn: Connection, doing: str) -> tuple:
         try:
             reply = conn.recv()
-        except EOFError:
-            i = self._conns.index(conn)
-            raise WorkerError(
-                f"worker {i} died while {doing} (exit code {self._procs[i].exitcode}); "
-                "a backend that crashes its process needs isolation (drop --no-isolation)"
-            ) from None
+        except (EOFError, OSError):  # OSError: ConnectionResetError with cases still unread
+            raise self._died(conn, doing) from None
         if reply[0] == "error":
             raise WorkerError(f"worker failed while {doing}:\n{reply[1]}")
+        if reply[0] == "fatal":
+            raise WorkerError(reply[1])
         return reply
+
+    def _send(self, conn: Connection, message: object, doing: str) -> None:
+        try:
+            conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+            raise self._died(conn, doing) from None
 
     def run(
         self, todo: Sequence[tuple[Case, Sequence[str]]]
@@ -216,7 +277,7 @@ class WorkerPool:
         def feed(conn: Connection) -> None:
             while pending and busy[conn] < IN_FLIGHT_PER_WORKER:
                 index, (case, names) = pending.pop()
-                conn.send((index, case, list(names)))
+                self._send(conn, (index, case, list(names)), f"running {case.id}")
                 busy[conn] += 1
                 where[index] = conn
 

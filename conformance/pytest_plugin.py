@@ -10,6 +10,10 @@ Loaded by the repository's ``conftest.py``. Options:
 * ``--conformance-timeout=[BACKEND=]SECONDS``: an isolated backend's time budget per case
   (repeatable; over it: verdict ``timeout``);
 * ``--conformance-plugin=MODULE:ATTR``: extra backends (repeatable);
+* ``--conformance-worker-memory-mb=MB``: an isolated backend's worker memory limit (default
+  16384, 0: none); a limit too small to start the worker ends the session (usage error);
+* ``--conformance-max-case-memory-mb=MB``: the per-case memory cap (verdict ``too-large``
+  over it; default a quarter of the machine's memory, 0: none);
 * ``--conformance-json=PATH``: write every record seen as a results JSON;
 * ``--conformance-report=FILE.html``: write the HTML report;
 * ``--save-failures``: save each failing test's last (Hypothesis-shrunk) failing case to
@@ -41,12 +45,19 @@ from conformance.backends import Backend, resolve
 from conformance.case import Case
 from conformance.corpus import load_corpus
 from conformance.dtypes import DTYPES
-from conformance.isolation import IsolatedBackend, TimeBudget
+from conformance.isolation import (
+    DEFAULT_MEMORY_MB,
+    IsolatedBackend,
+    TimeBudget,
+    WorkerStartError,
+    WorkerTimeout,
+)
 from conformance.known_failures import KnownFailures
 from conformance.profiles import load_default
 from conformance.regressions import load_regressions, save_regression
 from conformance.results import RunResults, backend_entry, json_safe, record_from_dict
 from conformance.runner import Record, Runner
+from conformance.sizing import parse_mb
 
 #: The key of this plugin's data in an xdist worker's ``workeroutput``.
 WORKER_OUTPUT_KEY = "convcheck"
@@ -72,16 +83,36 @@ class ConformanceSession:
             )
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
-        self.backends: list[Backend] = resolve(
-            [n.strip() for n in names.split(",") if n.strip()] if names else None, plugins=plugins
-        )
+        try:
+            memory = config.getoption("conformance_worker_memory_mb")
+            self.memory_mb = (
+                DEFAULT_MEMORY_MB
+                if memory is None
+                else parse_mb(memory, "--conformance-worker-memory-mb")
+            )
+            cap = config.getoption("conformance_max_case_memory_mb")
+            self.max_case_memory_mb = (
+                None if cap is None else parse_mb(cap, "--conformance-max-case-memory-mb")
+            )
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        try:
+            self.backends: list[Backend] = resolve(
+                [n.strip() for n in names.split(",") if n.strip()] if names else None,
+                plugins=plugins,
+            )
+        except ValueError as exc:  # a bad plugin or backend name: one usage line, no traceback
+            raise pytest.UsageError(f"convcheck: {exc}") from None
         dtypes = config.getoption("conformance_dtypes")
         self.dtypes = tuple(d.strip() for d in dtypes.split(",")) if dtypes else DTYPES
         bad = [d for d in self.dtypes if d not in DTYPES]
         if bad:
             raise pytest.UsageError(f"--conformance-dtypes: unknown {', '.join(bad)}")
         self.plugins = tuple(plugins)
-        self.known = KnownFailures.load()
+        try:
+            self.known = KnownFailures.load()
+        except ValueError as exc:  # a malformed cases/known_failures file
+            raise pytest.UsageError(f"convcheck: known failures: {exc}") from None
         self.records: list[Record] = []
         #: The latest failing record of the running test: after Hypothesis shrinks, its final
         #: replay of the minimal example is the last failure seen.
@@ -104,9 +135,22 @@ class ConformanceSession:
                 pytest.skip(f"{name} not available: {backend.availability.detail}")
             if self.isolate or backend.crash_prone:
                 backend = IsolatedBackend(
-                    backend, plugins=self.plugins, timeout=self.budget.for_backend(name)
+                    backend,
+                    plugins=self.plugins,
+                    timeout=self.budget.for_backend(name),
+                    memory_mb=self.memory_mb,
+                    memory_option="--conformance-worker-memory-mb",
                 )
-            self._runners[name] = Runner([backend], known=self.known)
+                try:  # a worker that cannot even load its backend is a usage error
+                    backend.check_start()
+                except WorkerStartError as exc:
+                    backend.close()
+                    pytest.exit(f"convcheck: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
+                except WorkerTimeout:
+                    pass  # the first case starts a new worker and reports its timeout
+            self._runners[name] = Runner(
+                [backend], known=self.known, max_case_memory_mb=self.max_case_memory_mb
+            )
         return self._runners[name]
 
     def run(self, case: Case, backend_name: str) -> Record:
@@ -120,6 +164,8 @@ class ConformanceSession:
         rec = self.run(case, backend_name)
         if rec.verdict == D.UNSUPPORTED:
             event(f"unsupported on {backend_name}: {rec.detail}")
+        elif rec.verdict == D.TOO_LARGE:
+            event(f"too large to run on {backend_name}")
         elif rec.known_failure:
             event(f"known failure on {backend_name}: {rec.verdict}")
         elif rec.failed:
@@ -185,6 +231,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="[BACKEND=]SECONDS",
         help="time budget of one case on an isolated backend (SECONDS for all, BACKEND=SECONDS "
         "for one; repeatable); over it the case fails with verdict timeout",
+    )
+    group.addoption(
+        "--conformance-worker-memory-mb",
+        default=None,
+        metavar="MB",
+        help="with --isolate: memory limit of each backend's worker process in MiB (default "
+        f"{DEFAULT_MEMORY_MB}; 0: no limit); allocating past it fails the case as crashed, a "
+        "limit too small to start a worker ends the session",
+    )
+    group.addoption(
+        "--conformance-max-case-memory-mb",
+        default=None,
+        metavar="MB",
+        help="a case estimated to need more memory than this is not run: verdict too-large "
+        "(default: a quarter of this machine's memory; 0: no cap)",
     )
     group.addoption(
         "--conformance-json",

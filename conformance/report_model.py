@@ -27,6 +27,7 @@ KNOWN = "known-failure"
 VERDICT_ORDER: tuple[str, ...] = (
     D.CRASHED,
     D.TIMEOUT,
+    D.MUTATED_INPUT,
     D.RAISED,
     D.SHAPE_MISMATCH,
     D.DTYPE_MISMATCH,
@@ -36,6 +37,7 @@ VERDICT_ORDER: tuple[str, ...] = (
     KNOWN,
     D.PASS,
     D.UNSUPPORTED,
+    D.TOO_LARGE,
     D.BOTH_REJECTED,
 )
 

@@ -7,21 +7,38 @@ once per case and shared by all backends.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 from conformance import diff as D
 from conformance.backends import Backend
 from conformance.case import Case
 from conformance.diff import DiffMetrics, Tolerance
+from conformance.guard import Fingerprint, changed, fingerprint, mutation_detail, read_only, restore
 from conformance.inputs import make_inputs, run_reference
-from conformance.isolation import RemoteError, WorkerCrashed, WorkerTimeout
+from conformance.isolation import RemoteError, WorkerCrashed, WorkerStartError, WorkerTimeout
 from conformance.known_failures import KnownFailures
+from conformance.messages import cap_text, detail_text
+from conformance.sizing import cap_bytes, estimate_bytes, too_large_detail
 from conformance.timing import BACKEND_PREFIX, StageTimes
 
 
-def replay_command(case_id: str, backend: str, plugin: str | None = None) -> str:
-    extra = f" --plugin {plugin}" if plugin else ""
+def tolerance_option(factor: float) -> str:
+    """`` --tolerance-factor C`` for a replay command, or "" for the default c = 1."""
+    if factor == 1:
+        return ""
+    text = f"{factor:g}"
+    if float(text) != factor:  # more digits than %g keeps
+        text = repr(float(factor))
+    return f" --tolerance-factor {text}"
+
+
+def replay_command(
+    case_id: str, backend: str, plugin: str | None = None, tolerance_factor: float = 1.0
+) -> str:
+    """The command that reruns one case on one backend: with the plugin that provides the
+    backend and the run's tolerance factor when it is not the default 1."""
+    extra = (f" --plugin {plugin}" if plugin else "") + tolerance_option(tolerance_factor)
     return f"python -m conformance replay {case_id} --backends {backend}{extra}"
 
 
@@ -43,6 +60,8 @@ class Record:
     case: dict[str, object] = field(default_factory=dict)
     #: ``module:attribute`` of the plugin that provides the backend (None for built-ins).
     plugin: str | None = None
+    #: ``c`` of the error bound the record was judged with (``--tolerance-factor``).
+    tolerance_factor: float = 1.0
 
     @property
     def failed(self) -> bool:
@@ -51,7 +70,7 @@ class Record:
 
     @property
     def replay(self) -> str:
-        return replay_command(self.case_id, self.backend, self.plugin)
+        return replay_command(self.case_id, self.backend, self.plugin, self.tolerance_factor)
 
     def summary(self) -> str:
         """A multi-line, human-readable account of this record (used by pytest and the CLI)."""
@@ -103,6 +122,7 @@ class Record:
             "fixed": self.fixed,
             "case": self.case,
             "plugin": self.plugin,
+            "tolerance_factor": self.tolerance_factor,
             "replay": self.replay,
         }
 
@@ -115,6 +135,7 @@ class Runner:
         tolerance: Tolerance = Tolerance(),
         known: KnownFailures | None = None,
         regressions: set[tuple[str, str]] = frozenset(),
+        max_case_memory_mb: int | None = None,
     ) -> None:
         self.backends = [b for b in backends if b.availability.available]
         self.tolerance = tolerance
@@ -123,21 +144,37 @@ class Runner:
         self.regressions = regressions
         #: Seconds per stage over every case run so far (see :mod:`conformance.timing`).
         self.times = StageTimes()
+        #: A case estimated over this many bytes is not run: verdict too-large (0: no cap;
+        #: default a quarter of the machine's memory, see :mod:`conformance.sizing`).
+        self.max_case_bytes = cap_bytes(max_case_memory_mb)
+        self._default_cap = max_case_memory_mb is None
+        #: Called with the case and the backend just before each backend call (a pool worker
+        #: leaves a note of what it runs, for the error if a backend kills it).
+        self.before_call: Callable[[Case, Backend], None] | None = None
 
     def run_case(self, case: Case, backends: Iterable[Backend] | None = None) -> list[Record]:
         """The records of ``case`` on every backend (or only on ``backends``, e.g. on resume)."""
         todo = self.backends if backends is None else list(backends)
         if not todo:
             return []
+        need = estimate_bytes(case) if self.max_case_bytes else 0
+        if need > self.max_case_bytes:
+            detail = too_large_detail(need, self.max_case_bytes, self._default_cap)
+            return [self._not_run(case, b, detail) for b in todo]
         with self.times.stage("inputs"):
-            inputs = make_inputs(case)
+            try:
+                inputs = make_inputs(case)
+            except (MemoryError, ValueError) as exc:  # NumPy: out of memory, "array is too big"
+                detail = f"not run: its inputs cannot be allocated ({type(exc).__name__}: {exc})"
+                return [self._not_run(case, b, detail) for b in todo]
+        before = fingerprint(inputs)
         with self.times.stage("reference"):
             try:
                 ref = run_reference(case, inputs)
                 ref_error = None
             except ValueError as exc:
                 ref, ref_error = None, str(exc)
-        return [self._run_backend(case, inputs, ref, ref_error, b) for b in todo]
+        return [self._run_backend(case, inputs, ref, ref_error, b, before) for b in todo]
 
     def run_case_on(self, case: Case, names: Iterable[str]) -> tuple[list[Record], StageTimes]:
         """The records of ``case`` on the backends named, and the seconds it took per stage
@@ -155,14 +192,58 @@ class Runner:
         for case in cases:
             yield from self.run_case(case)
 
-    def _run_backend(self, case, inputs, ref, ref_error, backend: Backend) -> Record:
-        base = {
+    def _base(self, case: Case, backend: Backend, ref_error: str | None) -> dict[str, object]:
+        """The fields of every record of ``case`` on ``backend``."""
+        return {
             "case_id": case.id,
             "backend": backend.name,
             "case": case.to_dict(),
             "reference_error": ref_error,
             "plugin": getattr(backend, "plugin_spec", None),
+            "tolerance_factor": self.tolerance.factor,
         }
+
+    def _not_run(self, case: Case, backend: Backend, detail: str) -> Record:
+        """``unsupported`` where the backend rules the case out, else ``too-large``."""
+        base = self._base(case, backend, None)
+        reason = backend.unsupported_reason(case)
+        if reason is not None:
+            return Record(verdict=D.UNSUPPORTED, detail=reason, **base)  # type: ignore[arg-type]
+        return Record(verdict=D.TOO_LARGE, detail=detail, **base)  # type: ignore[arg-type]
+
+    def _run_backend(
+        self, case, inputs, ref, ref_error, backend: Backend, before: Fingerprint | None = None
+    ) -> Record:
+        """The record of one backend; one that wrote into its inputs gets ``mutated-input``
+        (in this process it got read-only views, and the inputs are restored for the next
+        backends; an isolated worker checks its own copies, :mod:`conformance.guard`)."""
+        isolated = getattr(backend, "isolated", False)
+        if isolated:
+            rec = self._call_backend(case, inputs, ref, ref_error, backend)
+            take = getattr(backend, "take_mutated", None)
+            mutated = list(take()) if take is not None else []
+        else:
+            before = fingerprint(inputs) if before is None else before
+            rec = self._call_backend(case, read_only(inputs), ref, ref_error, backend)
+            mutated = changed(inputs, before)
+            if mutated:
+                restore(case, inputs, mutated)
+        if not mutated:
+            return rec
+        otherwise = f"{rec.verdict}: {rec.detail}" if rec.detail else rec.verdict
+        return self._with_known(
+            replace(
+                rec,
+                verdict=D.MUTATED_INPUT,
+                detail=detail_text(f"{mutation_detail(mutated)}; otherwise: ", otherwise),
+                metrics=None,
+                known_failure=None,
+                fixed=False,
+            )
+        )
+
+    def _call_backend(self, case, inputs, ref, ref_error, backend: Backend) -> Record:
+        base = self._base(case, backend, ref_error)
         reason = backend.unsupported_reason(case)
         if reason is not None:
             return Record(verdict=D.UNSUPPORTED, detail=reason, **base)
@@ -176,41 +257,49 @@ class Runner:
                     "(the CLI default, or pytest --isolate) to check it again",
                     known_failure=entry.reason,
                 )
+        if self.before_call is not None:
+            self.before_call(case, backend)
         start = time.perf_counter()
         try:
             try:
                 got = backend.run(case, inputs)
             finally:
                 self.times.add(BACKEND_PREFIX + backend.name, time.perf_counter() - start)
+        except WorkerStartError:  # a configuration error, not a verdict: ends the run
+            raise
         except (WorkerCrashed, WorkerTimeout) as exc:
             verdict = D.CRASHED if isinstance(exc, WorkerCrashed) else D.TIMEOUT
+            message = cap_text(str(exc))
             rec = Record(
                 verdict=verdict,
-                detail=str(exc),
+                detail=detail_text("", message),
                 seconds=time.perf_counter() - start,
                 error_type=type(exc).__name__,
-                error_message=str(exc),
+                error_message=message,
                 **base,
             )
             return self._with_known(rec)
         except MemoryError as exc:  # in this process: out of memory, not a rejection
+            message = cap_text(str(exc))
             rec = Record(
                 verdict=D.CRASHED,
-                detail=f"out of memory (in this process): MemoryError: {exc}",
+                detail=detail_text("out of memory (in this process): MemoryError: ", message),
                 seconds=time.perf_counter() - start,
                 error_type="MemoryError",
-                error_message=str(exc),
+                error_message=message,
                 **base,
             )
             return self._with_known(rec)
         except Exception as exc:  # every backend error is data
             seconds = time.perf_counter() - start
             verdict = D.BOTH_REJECTED if ref_error else D.RAISED
-            message = str(exc).strip() or repr(exc)
+            # Capped (a runaway message would bloat the stream and the report) and kept once:
+            # the detail repeats it only when it is short.
+            message = cap_text(str(exc).strip() or repr(exc))
             type_name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
             rec = Record(
                 verdict=verdict,
-                detail=f"{type_name}: {message}",
+                detail=detail_text(f"{type_name}: ", message),
                 seconds=seconds,
                 error_type=type_name,
                 error_message=message,

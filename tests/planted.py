@@ -137,3 +137,35 @@ class Slow(_Planted):
 
 
 BACKENDS = [OutputPaddingOnWrongSide, UnflippedWeight, Crashes, Hangs, RunsOutOfMemory, Slow]
+
+
+# --- backends for the audit of bad inputs and faults (tests/test_audit.py) -----------------------
+
+
+class MutatesInput(_Planted):
+    """Computes the right output, then zeroes its input ``x`` in place through the raw pointer,
+    as a C extension could whatever the array's writeable flag says."""
+
+    name = "planted-mutate"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        import ctypes
+
+        out = round_to(self.reference(case, inputs), case.dtype)
+        if inputs.x.size:
+            ctypes.memset(inputs.x.ctypes.data, 0, inputs.x.nbytes)
+        return out
+
+
+class HugeMessage(_Planted):
+    """Raises a RuntimeError with a message of about 1 MB (head, a million x's, tail)."""
+
+    name = "planted-huge-message"
+    FILLER = 2**20
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        raise RuntimeError("HEAD of the message " + "x" * self.FILLER + " TAIL of the message")
+
+
+#: Not in :data:`BACKENDS`, so runs that load every planted backend stay as they are.
+AUDIT_BACKENDS = [MutatesInput, HugeMessage]
