@@ -4,8 +4,10 @@
 :mod:`conformance.stream`) and builds the results JSON and the report from it at the end; a run
 that was killed or interrupted goes on with ``run --resume FILE.jsonl``.
 
-Exit status: 0 when no backend failed a case (known failures excepted), 1 when one did, 2 for
-bad arguments or files, 130 when interrupted (the stream keeps what was done).
+Exit status (:data:`EXIT_PASS` and the others): 0 when every record passed or is a listed known
+failure, 1 when some backend failed a case outside the known failures, 2 for bad arguments or
+files and for a run that executed no case, 130 when interrupted (the stream keeps what was done).
+The results JSON, the stream and the report are written before the exit status is decided.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,8 +26,10 @@ from conformance.backends import Backend, resolve
 from conformance.case import OPS, Case, parse_id
 from conformance.corpus import load_corpus, parse_corpus
 from conformance.dtypes import DTYPES
+from conformance.filelock import RunLock
 from conformance.generate import generated_cases
 from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TimeBudget
+from conformance.known_failures import EntryUsage, KnownFailures
 from conformance.parallel import (
     RunSpec,
     WorkerError,
@@ -39,6 +44,12 @@ from conformance.runner import Record, Runner
 from conformance.shrink import shrink
 from conformance.stream import StreamContents, StreamWriter, read_results, read_stream
 from conformance.timing import StageTimes, throughput_table
+
+#: Exit statuses of ``run`` (and ``replay``), stated in README.md.
+EXIT_PASS = 0  # every record passed or is a listed known failure
+EXIT_FAILURES = 1  # some record failed outside the known failures
+EXIT_ERROR = 2  # bad arguments or files, or a run that executed no case
+EXIT_INTERRUPTED = 130  # interrupted; the stream keeps what was done
 
 DEFAULT_SEED = 20261123
 DEFAULT_MAX_EXAMPLES = 100
@@ -58,6 +69,21 @@ def _choices(kind: str, allowed: Sequence[str]):
                 f"unknown {kind} {', '.join(bad)}; choose from {', '.join(allowed)}"
             )
         return items
+
+    return parse
+
+
+def _count(option: str):
+    """An argparse type: an integer >= 0, or an error naming ``option``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} must be an integer, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{option} must be >= 0, got {value}")
+        return value
 
     return parse
 
@@ -97,17 +123,84 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--worker-memory-mb",
-        type=int,
+        type=_count("--worker-memory-mb"),
         default=DEFAULT_MEMORY_MB,
         metavar="MB",
         help="memory limit of each isolated backend's worker process in MiB; allocating past it "
-        f"is verdict crashed (default {DEFAULT_MEMORY_MB}; 0: no limit)",
+        f"is verdict crashed (default {DEFAULT_MEMORY_MB}; 0: no limit); a limit too small to "
+        "start a backend's worker is an error",
+    )
+    p.add_argument(
+        "--max-case-memory-mb",
+        type=_count("--max-case-memory-mb"),
+        default=None,
+        metavar="MB",
+        help="a case estimated to need more memory than this (inputs, outputs, the reference's "
+        "temporaries) is not run: verdict too-large (default: a quarter of this machine's "
+        "memory; 0: no cap)",
     )
     p.add_argument(
         "--tolerance-factor",
         type=float,
         default=None,
         help="c in the error bound c*u*terms*sum|x||w| (default 1)",
+    )
+
+
+def _add_case_options(p: argparse.ArgumentParser) -> None:
+    """The options that decide which cases a run runs (``run`` and ``cases``)."""
+    # They default to None, so that --resume can tell the ones given (which must match the
+    # stream) from the ones to take from the stream.
+    p.add_argument(
+        "--ops",
+        type=_choices("op", list(OPS)),
+        default=None,
+        help=f"comma-separated ops (default: all: {', '.join(OPS)})",
+    )
+    p.add_argument(
+        "--dtypes",
+        type=_choices("dtype", DTYPES),
+        default=None,
+        help="comma-separated dtypes (default: float32,float16,bfloat16)",
+    )
+    p.add_argument(
+        "--max-examples",
+        type=_count("--max-examples"),
+        default=None,
+        help=f"valid cases generated per op (default {DEFAULT_MAX_EXAMPLES})",
+    )
+    p.add_argument(
+        "--invalid-examples",
+        type=_count("--invalid-examples"),
+        default=None,
+        help="invalid cases generated per op (default: a quarter of --max-examples)",
+    )
+    p.add_argument(
+        "--seed",
+        type=_count("--seed"),
+        default=None,
+        help=f"generation seed, an integer >= 0 (default {DEFAULT_SEED}); the same seed and "
+        "options give the same cases on every machine",
+    )
+    p.add_argument(
+        "--corpus",
+        type=_csv,
+        default=None,
+        help="frozen corpora from cases/*.toml to run (default: all)",
+    )
+    p.add_argument(
+        "--no-corpus",
+        action="store_true",
+        help="skip the frozen cases and saved regressions under cases/",
+    )
+    p.add_argument(
+        "--cases",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE.toml",
+        help="also run the cases in this file (the format of cases/*.toml); repeatable; "
+        "with --no-corpus --max-examples 0, only these",
     )
 
 
@@ -119,59 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run generated and frozen cases on every available backend")
-    # Options that decide which cases run default to None here, so that --resume can tell the
-    # ones given (which must match the stream) from the ones to take from the stream.
-    run.add_argument(
-        "--ops",
-        type=_choices("op", list(OPS)),
-        default=None,
-        help=f"comma-separated ops (default: all: {', '.join(OPS)})",
-    )
-    run.add_argument(
-        "--dtypes",
-        type=_choices("dtype", DTYPES),
-        default=None,
-        help="comma-separated dtypes (default: float32,float16,bfloat16)",
-    )
-    run.add_argument(
-        "--max-examples",
-        type=int,
-        default=None,
-        help=f"valid cases generated per op (default {DEFAULT_MAX_EXAMPLES})",
-    )
-    run.add_argument(
-        "--invalid-examples",
-        type=int,
-        default=None,
-        help="invalid cases generated per op (default: a quarter of --max-examples)",
-    )
-    run.add_argument(
-        "--seed", type=int, default=None, help=f"generation seed (default {DEFAULT_SEED})"
-    )
-    run.add_argument(
-        "--corpus",
-        type=_csv,
-        default=None,
-        help="frozen corpora from cases/*.toml to run (default: all)",
-    )
-    run.add_argument(
-        "--no-corpus",
-        action="store_true",
-        help="skip the frozen cases and saved regressions under cases/",
-    )
+    _add_case_options(run)
     run.add_argument(
         "--save-failures",
         action="store_true",
         help="shrink each new failure and save it to cases/regressions/<backend>.toml",
-    )
-    run.add_argument(
-        "--cases",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE.toml",
-        help="also run the cases in this file (the format of cases/*.toml); repeatable; "
-        "with --no-corpus --max-examples 0, only these",
     )
     run.add_argument("--json", type=Path, help="write the results JSON here")
     run.add_argument(
@@ -199,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     _add_backend_options(run)
+
+    listing = sub.add_parser(
+        "cases",
+        help="print the ids of the cases `run` would run with the same options, one per line",
+    )
+    _add_case_options(listing)
 
     replay = sub.add_parser("replay", help="run one case (by id) and print the full diff")
     replay.add_argument("case_id", help="a case id as printed by run or pytest")
@@ -237,6 +288,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
         budget=budget,
         memory_mb=args.worker_memory_mb,
         tolerance_factor=args.tolerance_factor,
+        max_case_memory_mb=args.max_case_memory_mb,
     )
 
 
@@ -251,6 +303,10 @@ def select_backends(spec: RunSpec) -> list[Backend]:
                     file=sys.stderr,
                 )
     return backends
+
+
+class NothingToRun(ValueError):
+    """The run would execute, or executed, no case: an error (exit 2), never a pass."""
 
 
 class Progress:
@@ -307,6 +363,11 @@ def print_summary(records: list[Record], backends: list[Backend], out=sys.stdout
     unavailable = [b for b in backends if not b.availability.available]
     for b in unavailable:
         print(f"not available: {b.name}: {b.availability.detail}", file=out)
+    too_large = sorted({r.case_id: r for r in records if r.verdict == D.TOO_LARGE}.items())
+    for case_id, r in too_large[:10]:
+        print(f"too large to run here: {case_id}: {r.detail}", file=out)
+    if len(too_large) > 10:
+        print(f"too large to run here: {len(too_large) - 10} more case(s)", file=out)
     fixed = [r for r in records if r.fixed]
     for r in fixed:
         print(
@@ -317,6 +378,28 @@ def print_summary(records: list[Record], backends: list[Backend], out=sys.stdout
         print(f"\n{len(failures)} failure(s); the first {min(len(failures), 10)}:", file=out)
         for r in failures[:10]:
             print(r.summary(), file=out)
+
+
+def print_known_usage(usage: list[EntryUsage], out=sys.stdout) -> None:
+    """How many records the known-failures entries matched, and the stale ones: entries whose
+    region this run covered without a single failure of the kind they describe."""
+    used = [u for u in usage if u.matched]
+    if not used and not any(u.stale for u in usage):
+        return
+    total = sum(u.matched for u in usage)
+    stale = [u for u in usage if u.stale]
+    print(
+        f"\nknown failures: {len(used)} of {len(usage)} entries matched {total} record(s); "
+        f"{len(stale)} stale",
+        file=out,
+    )
+    for u in stale:
+        print(
+            f"STALE known failure {u.entry.label} ({u.entry.rule}): covered {u.covered} "
+            "record(s) of this run and matched none; fixed upstream, or the rule no longer "
+            "describes the bug: remove or correct it",
+            file=out,
+        )
 
 
 def _corpus_setting(args: argparse.Namespace) -> object:
@@ -415,6 +498,28 @@ def collect_cases(args: argparse.Namespace) -> list[Case]:
     return list({c.id: c for c in reversed(cases)}.values())[::-1]
 
 
+def _fill_case_defaults(args: argparse.Namespace) -> None:
+    """The defaults of the case options left out (after --resume took the stream's)."""
+    args.seed = DEFAULT_SEED if args.seed is None else args.seed
+    args.ops = list(OPS) if args.ops is None else args.ops
+    args.dtypes = list(DTYPES) if args.dtypes is None else args.dtypes
+    if args.max_examples is None:
+        args.max_examples = DEFAULT_MAX_EXAMPLES
+    if args.invalid_examples is None:
+        args.invalid_examples = args.max_examples // 4
+
+
+def cmd_cases(args: argparse.Namespace) -> int:
+    _fill_case_defaults(args)
+    cases = collect_cases(args)
+    if not cases:
+        print("error: these options select no case", file=sys.stderr)
+        return EXIT_ERROR
+    for case in cases:
+        print(case.id)
+    return 0
+
+
 def save_failures(runner: Runner, records: list[Record]) -> None:
     """Shrink each new failure on its backend and append it to cases/regressions/."""
     by_name = {b.name: b for b in runner.backends}
@@ -456,6 +561,17 @@ def _stream_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run``, holding the lock of the stream and the results JSON (:mod:`conformance.filelock`):
+    a second run on the same files is refused instead of interleaving with this one."""
+    command = "python -m conformance " + " ".join(sys.argv[1:])
+    with ExitStack() as locks:
+        locks.enter_context(RunLock(_stream_path(args), "--stream", command))
+        if args.json is not None:
+            locks.enter_context(RunLock(args.json, "--json", command))
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     command = "python -m conformance " + " ".join(sys.argv[1:])
     stream_path = _stream_path(args)
     previous: StreamContents | None = None
@@ -464,13 +580,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         apply_resume(args, previous.settings, args.resume)
         if previous.truncated_line is not None:
             print(f"warning: {previous.warnings[0]}; cut off before appending", file=sys.stderr)
-    args.seed = DEFAULT_SEED if args.seed is None else args.seed
-    args.ops = list(OPS) if args.ops is None else args.ops
-    args.dtypes = list(DTYPES) if args.dtypes is None else args.dtypes
-    if args.max_examples is None:
-        args.max_examples = DEFAULT_MAX_EXAMPLES
-    if args.invalid_examples is None:
-        args.invalid_examples = args.max_examples // 4
+    _fill_case_defaults(args)
     if args.tolerance_factor is None:
         args.tolerance_factor = 1.0
 
@@ -481,6 +591,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     backends = select_backends(spec)
     cases = collect_cases(args)
     names = [b.name for b in backends if b.availability.available]
+    if not cases:
+        raise NothingToRun(
+            "these options select no case (--max-examples 0 with --no-corpus, or --ops/--dtypes "
+            "that nothing matches); a run that executes no case is not a pass"
+        )
+    if not names:
+        raise NothingToRun(
+            "no backend is available to run the cases on; "
+            "see `python -m conformance backends` for why"
+        )
     done: set[tuple[str, str]] = set()
     if previous is not None:
         was = [str(b["name"]) for b in previous.header["backends"] if b["available"]]  # type: ignore[attr-defined,index]
@@ -533,6 +653,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "timeout": spec.budget.default,
             "timeout_per_backend": dict(spec.budget.per_backend),
             "worker_memory_mb": args.worker_memory_mb,
+            "max_case_memory_mb": args.max_case_memory_mb,
             "tolerance": {"factor": args.tolerance_factor, "accumulation": "float32"},
             "cases": len(cases),
         }
@@ -569,7 +690,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"go on with: python -m conformance run --resume {stream_path}",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         writer.close()
         if pool is not None:
@@ -580,7 +701,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     results = read_stream(stream_path).results
     records = results.records
+    usage = KnownFailures.load().usage(records)
+    results.known_failure_usage = [u.to_dict() for u in usage]
     print_summary(records, backends)
+    print_known_usage(usage)
     print(
         f"\n{len(cases)} cases, {len(records)} records ({writer.written} run now) "
         f"in {seconds:.1f} s",
@@ -601,7 +725,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\nwhere the time went (this part of the run):")
         for line in throughput_table(times, wall_seconds=seconds):
             print(f"  {line}")
-    return 1 if any(r.failed for r in records) else 0
+    if not records:
+        raise NothingToRun(f"the run executed no case ({stream_path} holds no record)")
+    return EXIT_FAILURES if any(r.failed for r in records) else EXIT_PASS
 
 
 def _run_serial(
@@ -673,10 +799,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {
             "run": cmd_run,
+            "cases": cmd_cases,
             "replay": cmd_replay,
             "backends": cmd_backends,
             "report": cmd_report,
         }[args.command](args)
     except (ValueError, WorkerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR

@@ -17,6 +17,15 @@ Optional narrowing fields, all of which must hold:
 * ``when``: the name of a case predicate from :data:`PREDICATES` (data, not code: no
   expression is ever evaluated).
 
+``cpu_has`` (a CPU flag, e.g. ``avx512bw``) limits an entry to CPUs with that feature, where the
+library takes the code path that fails; elsewhere the entry is not loaded.
+
+Hygiene: a ``match`` glob must name its ``verdict``, and a glob that matches every case must
+also narrow by ``hint``, ``error``, ``reference_error`` or ``when``; otherwise the file is
+refused when loaded. Every run counts the records each entry covered and matched
+(:meth:`KnownFailures.usage`); an entry whose region the run covered without a match is
+reported as stale.
+
 A failing record that an entry covers is marked ``known_failure`` with the reason: it stays in
 the results and the report, and does not fail the run. An exact-id entry whose case now passes is
 marked ``fixed``, so an upstream fix shows up; remove the entry then.
@@ -25,11 +34,15 @@ marked ``fixed``, so an upstream fix shows up; remove the entry then.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+import functools
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from conformance import diff as D
+from conformance import paths
 from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
 from conformance.tomlfile import read_entries
@@ -38,7 +51,9 @@ from reference.params import conv_output_shape, conv_transpose_output_shape
 if TYPE_CHECKING:
     from conformance.runner import Record
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "cases" / "known_failures"
+#: The known failures that ship with convcheck: the checkout's ``cases/known_failures``, or the
+#: copy installed with the wheel (see :mod:`conformance.paths`).
+DEFAULT_DIR = paths.known_failures_dir()
 
 
 @dataclass(frozen=True)
@@ -52,7 +67,42 @@ class KnownFailure:
     error: str | None = None
     reference_error: str | None = None
     when: str | None = None
+    #: A CPU feature flag (as /proc/cpuinfo spells it, e.g. ``avx512bw``) the failure needs:
+    #: on a CPU without it the library takes another code path, so the entry is not loaded
+    #: there (it neither explains a record nor goes stale).
+    cpu_has: str | None = None
     source: str = ""
+    #: Position of the entry in its file, from 1.
+    index: int = 0
+
+    @property
+    def label(self) -> str:
+        """``torch-cpu.toml #3``: where the entry is, for summaries and the report."""
+        return f"{Path(self.source).name if self.source else self.backend} #{self.index}"
+
+    @property
+    def rule(self) -> str:
+        """The entry's rule in one line: what it covers and how it narrows."""
+        parts = [f"case {self.case}" if self.case is not None else f"match {self.match!r}"]
+        for name in ("verdict", "hint", "error", "reference_error", "when", "cpu_has"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name} {value!r}" if name != "verdict" else f"verdict {value}")
+        return ", ".join(parts)
+
+    def in_region(self, rec: Record) -> bool:
+        """Whether ``rec`` lies where this entry could apply: its backend ran the case, the id
+        is covered and the case predicate and reference rejection (if given) hold. A run whose
+        records include such a record *covered* the entry."""
+        if self.backend != rec.backend or not self.covers(rec.case_id):
+            return False
+        if rec.verdict in NOT_RUN:
+            return False
+        if self.reference_error is not None and not fnmatch.fnmatchcase(
+            rec.reference_error or "", self.reference_error
+        ):
+            return False
+        return self.when is None or PREDICATES[self.when](parse_id(rec.case_id))
 
     def covers(self, case_id: str) -> bool:
         if self.case is not None:
@@ -129,17 +179,42 @@ class KnownFailures:
         self.entries = entries
 
     @classmethod
-    def load(cls, directory: Path | None = DEFAULT_DIR) -> KnownFailures:
-        if directory is None or not directory.is_dir():
-            return cls([])
+    def load(
+        cls, directory: Path | None = None, cpu_flags: frozenset[str] | None = None
+    ) -> KnownFailures:
+        """The entries of ``directory/*.toml``; by default the shipped known failures and then
+        the project's own ``cases/known_failures`` (:func:`conformance.paths.known_failures_dirs`).
+        Entries whose ``cpu_has`` flag is not in ``cpu_flags`` (default: this machine's) are
+        left out."""
+        dirs = paths.known_failures_dirs() if directory is None else [directory]
+        flags = this_cpu_flags() if cpu_flags is None else cpu_flags
         entries: list[KnownFailure] = []
-        for path in sorted(directory.glob("*.toml")):
-            entries.extend(parse_file(path))
-        return cls(entries)
+        for d in dirs:
+            if d.is_dir():
+                for path in sorted(d.glob("*.toml")):
+                    entries.extend(parse_file(path))
+        return cls([e for e in entries if e.cpu_has is None or e.cpu_has in flags])
 
     def lookup(self, rec: Record) -> KnownFailure | None:
         """The first entry that explains this failing record, or None."""
         return next((e for e in self.entries if e.explains(rec)), None)
+
+    def usage(self, records: Iterable[Record]) -> list[EntryUsage]:
+        """Per entry, in file order: the records of this run it covered and matched."""
+        by_backend: dict[str, list[KnownFailure]] = {}
+        for e in self.entries:
+            by_backend.setdefault(e.backend, []).append(e)
+        covered = dict.fromkeys(self.entries, 0)
+        matched = dict.fromkeys(self.entries, 0)
+        for rec in records:
+            entries = by_backend.get(rec.backend, ())
+            for e in entries:
+                covered[e] += e.in_region(rec)
+            if rec.known_failure is not None and D.is_failure(rec.verdict):
+                first = next((e for e in entries if e.explains(rec)), None)
+                if first is not None:
+                    matched[first] += 1
+        return [EntryUsage(e, covered[e], matched[e]) for e in self.entries]
 
     def exact(self, backend: str, case_id: str) -> KnownFailure | None:
         for e in self.entries:
@@ -148,7 +223,102 @@ class KnownFailures:
         return None
 
 
-_STRING_FIELDS = ("case", "match", "verdict", "hint", "error", "reference_error", "when", "reason")
+_STRING_FIELDS = (
+    "case",
+    "match",
+    "verdict",
+    "hint",
+    "error",
+    "reference_error",
+    "when",
+    "cpu_has",
+    "reason",
+)
+
+
+@functools.cache
+def this_cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+#: Verdicts of records whose backend did not run the case: they cover no entry.
+NOT_RUN = frozenset({"unsupported", "too-large"})
+
+#: Records an entry narrowed by ``hint`` must cover, unmatched, before it is called stale:
+#: a bfloat16 or float16 accumulation exceeds the float32 bound on some of the cases it
+#: touches, not all (torch-cpu conv_transpose bfloat16: on about 1 case in 5 of the default
+#: generated cases), so a short run proves nothing about it.
+MIN_COVERED_BY_VALUE = 60
+
+#: Fields that narrow a glob to one way of failing beyond its verdict.
+NARROWING = ("hint", "error", "reference_error", "when")
+
+
+@functools.cache
+def _probe_ids() -> tuple[str, ...]:
+    """A spread of case ids over the whole case space (every op and dtype, valid and invalid)
+    to tell a glob that matches every case."""
+    from conformance.generate import generated_cases
+
+    return tuple(c.id for c in generated_cases(valid_per_op=40, invalid_per_op=10, seed=0))
+
+
+def check_narrow(where: str, match: str, verdict: str | None, item: dict[str, str]) -> None:
+    """Refuse a glob that hides a whole region: a ``match`` entry must name the verdict it
+    fails with, and one that matches every case of the backend must also narrow by
+    ``hint``, ``error``, ``reference_error`` or ``when``."""
+    if verdict is None:
+        raise ValueError(
+            f"{where}: 'match' = {match!r} without 'verdict' would turn every failure of the "
+            "cases it matches into a known failure; give the 'verdict' it fails with"
+        )
+    if all(fnmatch.fnmatchcase(cid, match) for cid in _probe_ids()) and not any(
+        item.get(k) is not None for k in NARROWING
+    ):
+        raise ValueError(
+            f"{where}: 'match' = {match!r} matches every case of the backend, and only "
+            f"'verdict' narrows it: every {verdict} would be a known failure. Narrow the glob, "
+            f"or add one of {', '.join(repr(k) for k in NARROWING)}"
+        )
+
+
+@dataclass(frozen=True)
+class EntryUsage:
+    """What one known-failures entry did in a run."""
+
+    entry: KnownFailure
+    #: Records of the run in the entry's region (:meth:`KnownFailure.in_region`).
+    covered: int
+    #: Failing records the entry explained (the first entry that explains a record takes it).
+    matched: int
+
+    @property
+    def stale(self) -> bool:
+        """The run covered the entry's region and nothing failed the way it says: fixed
+        upstream, or a rule that no longer describes the bug. An entry narrowed by ``hint``
+        describes errors that exceed the bound for some input values only (an accumulation in
+        a low precision), so it needs :data:`MIN_COVERED_BY_VALUE` covered records first."""
+        need = MIN_COVERED_BY_VALUE if self.entry.hint is not None else 1
+        return self.covered >= need and self.matched == 0
+
+    def to_dict(self) -> dict[str, object]:
+        e = self.entry
+        return {
+            "entry": e.label,
+            "backend": e.backend,
+            "rule": e.rule,
+            "reason": e.reason,
+            "covered": self.covered,
+            "matched": self.matched,
+            "stale": self.stale,
+        }
 
 
 def parse_file(path: Path) -> list[KnownFailure]:
@@ -165,16 +335,24 @@ def parse_file(path: Path) -> list[KnownFailure]:
         verdict = item.get("verdict")
         if verdict is not None and (verdict not in VERDICTS or not VERDICTS[verdict]):
             raise ValueError(f"{where}: 'verdict' must be a failing verdict, got {verdict!r}")
-        if case is not None:
-            try:
-                parse_id(case)
-            except ValueError as exc:
-                raise ValueError(f"{where}: 'case': {exc}") from None
         when = item.get("when")
         if when is not None and when not in PREDICATES:
             raise ValueError(
                 f"{where}: 'when' must name one of {', '.join(PREDICATES)}, got {when!r}"
             )
+        if match is not None:
+            check_narrow(where, match, verdict, item)
+        cpu_has = item.get("cpu_has")
+        if cpu_has is not None and not re.fullmatch(r"[a-z0-9_]+", cpu_has):
+            raise ValueError(
+                f"{where}: 'cpu_has' must be one CPU flag as /proc/cpuinfo spells it "
+                f"(e.g. 'avx512bw'), got {cpu_has!r}"
+            )
+        if case is not None:
+            try:
+                parse_id(case)
+            except ValueError as exc:
+                raise ValueError(f"{where}: 'case': {exc}") from None
         out.append(
             KnownFailure(
                 backend,
@@ -186,7 +364,9 @@ def parse_file(path: Path) -> list[KnownFailure]:
                 error=item.get("error"),
                 reference_error=item.get("reference_error"),
                 when=when,
+                cpu_has=cpu_has,
                 source=str(path),
+                index=len(out) + 1,
             )
         )
     return out

@@ -26,6 +26,7 @@ import jinja2
 
 from conformance import diff as D
 from conformance import report_model as M
+from conformance.messages import cap_text
 from conformance.results import SCHEMA, RunResults, counts
 from conformance.runner import Record
 
@@ -52,6 +53,8 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["num"] = _fmt_num
     env.filters["sec"] = _fmt_seconds
+    # Messages as records store them now (capped), also for files written before the cap.
+    env.filters["capped"] = lambda text: text if text is None else cap_text(str(text))
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.1f}%"
     return env
 
@@ -254,9 +257,12 @@ def _context(
         "inline_details": inline,
         "anchor": anchor,
         "known_groups": known_groups,
+        "known_usage": results.known_failure_usage,
+        "stale_entries": [u for u in results.known_failure_usage if u.get("stale")],
         "fixed": sorted((r for r in records if r.fixed), key=M.case_size),
         "unsupported": M.group_by_reason(records, D.UNSUPPORTED),
         "rejected": M.group_by_reason(records, D.BOTH_REJECTED),
+        "too_large": M.group_by_reason(records, D.TOO_LARGE),
         "error_rules": error_rules,
         "disagreements": disagreements,
         "max_disagreements": MAX_DISAGREEMENTS_LISTED,

@@ -13,7 +13,8 @@ Schema ``convcheck-results/1``::
                    "command": str, "seconds": float},
       "backends": [{"name": ..., "description": ..., "available": bool, "detail": ...,
                     "versions": {...}}],
-      "records": [Record.to_dict(), ...]   # see conformance.runner.Record
+      "records": [Record.to_dict(), ...],  # see conformance.runner.Record
+      "known_failure_usage": [EntryUsage.to_dict(), ...]  # optional; see known_failures.py
     }
 
 Reading checks the schema and names the field that is wrong; nothing is evaluated or unpickled.
@@ -144,6 +145,9 @@ class RunResults:
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     )
+    #: Per known-failures entry: records of this run it covered and matched, and whether it is
+    #: stale (:class:`conformance.known_failures.EntryUsage`); empty when not computed.
+    known_failure_usage: list[dict[str, object]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -153,6 +157,7 @@ class RunResults:
             "settings": self.settings,
             "backends": self.backends,
             "records": [json_safe(r.to_dict()) for r in self.records],
+            "known_failure_usage": self.known_failure_usage,
         }
 
     def write(self, path: Path) -> None:
@@ -187,7 +192,25 @@ class RunResults:
             record_from_dict(r, source, f"records[{i}]")
             for i, r in enumerate(need(data, "records", list, source, "results"))  # type: ignore[arg-type]
         ]
-        return cls(settings, backends, records, env, created)
+        check_unique(records, source)
+        usage = _optional(data, "known_failure_usage", list, source, "results") or []
+        for i, u in enumerate(usage):
+            for key, kind in (("entry", str), ("covered", int), ("matched", int), ("stale", bool)):
+                need(u, key, kind, source, f"known_failure_usage[{i}]")
+        return cls(settings, backends, records, env, created, usage)
+
+
+def check_unique(records: list[Record], source: str) -> None:
+    """Each (case_id, backend) once: a duplicated record would be counted twice."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(records):
+        key = (r.case_id, r.backend)
+        if key in seen:
+            raise ValueError(
+                f"{source}: records[{i}] is a duplicate record for case_id {r.case_id!r} on "
+                f"backend {r.backend!r} (first as records[{seen[key]}]); a record may appear once"
+            )
+        seen[key] = i
 
 
 def need(obj: object, key: str, kind: type | tuple[type, ...], source: str, where: str) -> object:
@@ -234,6 +257,7 @@ def record_from_dict(r: object, source: str, where: str) -> Record:
     for key in ("detail", "error_type", "error_message", "reference_error", "known_failure"):
         _optional(r, key, str, source, where)
     _optional(r, "plugin", str, source, where)
+    factor = _optional(r, "tolerance_factor", (int, float), source, where)
     _optional(r, "seconds", (int, float), source, where)
     _optional(r, "fixed", bool, source, where)
     _optional(r, "case", dict, source, where)
@@ -256,6 +280,8 @@ def record_from_dict(r: object, source: str, where: str) -> Record:
         fixed=bool(r.get("fixed", False)),
         case=dict(r.get("case") or {}),
         plugin=r.get("plugin"),
+        # Records written before the field existed were judged with the default c = 1.
+        tolerance_factor=1.0 if factor is None else float(factor),
     )
 
 

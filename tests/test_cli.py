@@ -79,3 +79,38 @@ def test_bad_arguments_exit_2_with_a_message():
     assert res.returncode == 2 and "unknown op 'conv9d'" in res.stderr
     res = cli("replay", "conv1d-n1-c1x1-s3-k1-f32", "--backends", "nope")
     assert res.returncode == 2 and "unknown backend(s) nope" in res.stderr
+
+
+def test_a_run_with_new_failures_exits_1_after_writing_its_files(tmp_path):
+    """What `nox -s conformance -- --plugin tests.planted:UnflippedWeight --backends
+    planted-unflipped --ops conv_transpose2d` runs: the gate fails, and the results JSON and
+    the report are there to read."""
+    out, report = tmp_path / "r.json", tmp_path / "r.html"
+    res = cli(
+        "run",
+        "--plugin",
+        "tests.planted:UnflippedWeight",
+        "--backends",
+        "planted-unflipped",
+        "--ops",
+        "conv_transpose2d",
+        "--max-examples",
+        "12",
+        "--no-corpus",
+        "--json",
+        str(out),
+        "--report",
+        str(report),
+        "-q",
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    records = json.loads(out.read_text())["records"]
+    assert any(r["verdict"] == "value-mismatch" and not r["known_failure"] for r in records)
+    assert report.stat().st_size > 10_000
+    assert "failure(s); the first" in res.stdout
+
+
+def test_the_conformance_session_does_not_turn_failures_into_success():
+    # nox's success_codes=[0, 1] made `nox -s conformance` succeed over failures.
+    noxfile = (ROOT / "noxfile.py").read_text()
+    assert "success_codes" not in noxfile

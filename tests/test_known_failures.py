@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,130 @@ reason = "was listed, but a 1-tap kernel cannot show the bug"
     assert not bad.failed and bad.metrics is not None  # still measured and reported
     assert good.verdict == D.PASS and good.fixed
     assert "FIXED" in good.summary()
+
+
+# --- hygiene: no entry hides a whole region; usage is counted; stale entries are reported -------
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("match = '*'", "without 'verdict'"),
+        ("match = 'conv_transpose2d-*'", "without 'verdict'"),
+        ("match = '*'\nverdict = 'value-mismatch'", "matches every case of the backend"),
+        ("match = 'conv*'\nverdict = 'crashed'", "matches every case of the backend"),
+        ("match = '*-*'\nverdict = 'raised'", "matches every case of the backend"),
+        ("case = 'conv1d-n1-c1x1-s3-k1-f32'\ncpu_has = 'AVX 512'", "'cpu_has' must be one CPU"),
+    ],
+)
+def test_an_entry_that_hides_a_whole_region_is_refused(tmp_path, rule, message):
+    path = write(tmp_path, "torch-cpu", f"[[failure]]\n{rule}\nreason = 'too broad'\n")
+    with pytest.raises(ValueError, match=r"torch-cpu.toml: failure #1") as err:
+        KnownFailures.load(tmp_path)
+    assert message in str(err.value)
+    assert path.name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "match = '*'\nverdict = 'crashed'\nwhen = 'groups_below_one'",
+        "match = '*'\nverdict = 'raised'\nerror = '*negative*'",
+        "match = 'conv_transpose*-bf16*'\nverdict = 'value-mismatch'",
+        "case = 'conv1d-n1-c1x1-s3-k1-f32'",
+    ],
+)
+def test_narrowed_entries_load(tmp_path, rule):
+    write(tmp_path, "torch-cpu", f"[[failure]]\n{rule}\nreason = 'narrow enough'\n")
+    assert len(KnownFailures.load(tmp_path).entries) == 1
+
+
+def test_cpu_has_loads_an_entry_only_where_the_cpu_has_the_flag(tmp_path):
+    write(
+        tmp_path,
+        "torch-cpu",
+        "[[failure]]\nmatch = 'conv1d-*-f16*'\nverdict = 'crashed'\ncpu_has = 'avx512bw'\n"
+        "reason = 'oneDNN path'\n",
+    )
+    assert KnownFailures.load(tmp_path, cpu_flags=frozenset({"avx2"})).entries == []
+    (entry,) = KnownFailures.load(tmp_path, cpu_flags=frozenset({"avx2", "avx512bw"})).entries
+    assert entry.cpu_has == "avx512bw" and "cpu_has 'avx512bw'" in entry.rule
+
+
+def _usage_file(tmp_path: Path) -> KnownFailures:
+    write(
+        tmp_path,
+        "planted-unflipped",
+        """
+[[failure]]
+match = "conv_transpose1d-*"
+verdict = "value-mismatch"
+when = "batch_above_one"
+reason = "fails on batch 2 and more"
+
+[[failure]]
+match = "conv_transpose2d-*"
+verdict = "raised"
+error = "*boom*"
+reason = "raised once, fixed since"
+
+[[failure]]
+match = "conv3d-*"
+verdict = "crashed"
+when = "zero_channels"
+reason = "region this run never reaches"
+
+[[failure]]
+match = "conv_transpose3d-*-bf16*"
+verdict = "value-mismatch"
+hint = "bfloat16 accumulation"
+reason = "value-dependent: needs many covered records to be called stale"
+""",
+    )
+    return KnownFailures.load(tmp_path)
+
+
+def test_usage_counts_matches_and_reports_stale_entries(tmp_path):
+    known = _usage_file(tmp_path)
+    records = [
+        _record("conv_transpose1d-n2-c1x1-s3-k2-f32", D.VALUE_MISMATCH, known_failure="x"),
+        _record("conv_transpose1d-n3-c1x1-s3-k2-f32", D.VALUE_MISMATCH, known_failure="x"),
+        _record("conv_transpose1d-n1-c1x1-s3-k2-f32", D.PASS),  # outside the `when` region
+        _record("conv_transpose2d-n1-c1x1-s3-k2-f32", D.PASS),  # covered, no longer raises
+        _record("conv_transpose2d-n1-c1x2-s3-k2-f32", D.UNSUPPORTED),  # not run: not covered
+        _record("conv3d-n1-c1x1-s3-k2-f32", D.PASS),  # outside `zero_channels`
+        _record("conv_transpose3d-n1-c1x1-s3-k2-bf16", D.PASS),
+    ]
+    usage = known.usage(records)
+    assert [(u.covered, u.matched, u.stale) for u in usage] == [
+        (2, 2, False),
+        (1, 0, True),
+        (0, 0, False),
+        (1, 0, False),  # a hint entry needs MIN_COVERED_BY_VALUE covered records
+    ]
+    d = usage[1].to_dict()
+    assert d["entry"] == "planted-unflipped.toml #2" and d["stale"] is True
+    assert "match 'conv_transpose2d-*'" in d["rule"] and "error '*boom*'" in d["rule"]
+
+
+def test_value_dependent_entry_is_stale_after_enough_covered_records(tmp_path):
+    from conformance.known_failures import MIN_COVERED_BY_VALUE
+
+    known = _usage_file(tmp_path)
+    records = [
+        _record(f"conv_transpose3d-n1-c1x1-s3-k2-bf16-seed{i + 1}", D.PASS)
+        for i in range(MIN_COVERED_BY_VALUE)
+    ]
+    assert known.usage(records)[3].stale
+
+
+def test_cli_summary_names_stale_entries(tmp_path, capsys):
+    from conformance.cli import print_known_usage
+
+    known = _usage_file(tmp_path)
+    print_known_usage(
+        known.usage([_record("conv_transpose2d-n1-c1x1-s3-k2-f32", D.PASS)]), out=sys.stdout
+    )
+    out = capsys.readouterr().out
+    assert "known failures: 0 of 4 entries matched 0 record(s); 1 stale" in out
+    assert "STALE known failure planted-unflipped.toml #2" in out

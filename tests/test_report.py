@@ -644,3 +644,24 @@ def test_sample_passing_spreads_over_cells() -> None:
     recs = [Record(f"conv1d-n1-c1x1-s{i}-k1-f32", b, "pass") for b in "xyz" for i in range(1, 50)]
     sample = M.sample_passing(recs, 9)
     assert len(sample) == 9 and {r.backend for r in sample} == set("xyz")
+
+
+def test_stale_known_failure_entries_are_listed_and_counted_in_the_header(results: RunResults):
+    stale_entry = KnownFailure(
+        "numpy-ref",
+        "raised once on conv2d; fixed since (test)",
+        match="conv2d-*",
+        verdict="raised",
+        error="*boom*",
+        source="cases/known_failures/numpy-ref.toml",
+        index=1,
+    )
+    usage = KnownFailures([stale_entry]).usage(results.records)
+    assert usage[0].stale and usage[0].covered > 0
+    with_usage = dataclasses.replace(results, known_failure_usage=[u.to_dict() for u in usage])
+    page = render_report(with_usage)
+    assert re.search(r'href="#stale" class="bad">1 stale known-failure entry</a>', page)
+    assert "<code>numpy-ref.toml #1</code>" in page
+    assert "match &#39;conv2d-*&#39;, verdict raised, error &#39;*boom*&#39;" in page
+    # Without stale entries, the header says nothing about them.
+    assert 'href="#stale"' not in render_report(results)
