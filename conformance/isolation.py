@@ -11,9 +11,9 @@ The worker's stdout and stderr go to a file whose last lines are reported with t
 * the backend raises in the worker -> :class:`RemoteError` with the original type name;
 * the backend writes into its input arrays (read-only views, checked by fingerprint after the
   call, :mod:`conformance.guard`) -> :meth:`IsolatedBackend.take_mutated` names them;
-* the worker cannot even start (import its backend) -> :class:`WorkerStartError`, a
-  configuration error that ends the run (usually a ``--worker-memory-mb`` too small to load
-  the library: the message says how much it needs), instead of a crash for every case.
+* the worker cannot even start (load its backend) under its memory limit, and a worker
+  without the limit needs more -> :class:`WorkerStartError`, a configuration error that ends
+  the run (the message says how much it needs), instead of a crash for every case.
 
 The runner turns these into the verdicts ``crashed``, ``timeout`` and ``raised``/``both-rejected``.
 
@@ -234,10 +234,10 @@ def _worker_main(
         # memory limit fails here, before its first case, not with a crash on every case.
         availability = backend.availability
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
-        conn.send(("start-failed", f"{type(exc).__name__}: {cap_text(str(exc))}"))
+        conn.send(("start-failed", type(exc).__name__, cap_text(str(exc))))
         return
     if not availability.available:
-        conn.send(("start-failed", cap_text(availability.detail)))
+        conn.send(("start-failed", "BackendUnavailable", cap_text(availability.detail)))
         return
     conn.send(("ready", data_mib()))
     while True:
@@ -358,8 +358,12 @@ class IsolatedBackend(Backend):
             self._start()
 
     def check_start(self) -> None:
-        """Start the worker if needed and wait until it has loaded its backend;
-        :class:`WorkerStartError` if it cannot (:class:`WorkerTimeout` past the timeout)."""
+        """Start the worker if needed and wait until it has loaded its backend.
+
+        A worker that cannot start under its memory limit (one without the limit needs more)
+        raises :class:`WorkerStartError`; otherwise a worker that dies first raises
+        :class:`WorkerCrashed`, one whose backend fails to load :class:`RemoteError`, one that
+        does not answer in time :class:`WorkerTimeout`, as a case would."""
         if self._proc is None or not self._proc.is_alive():
             self._kill()
             self._start()
@@ -374,30 +378,29 @@ class IsolatedBackend(Backend):
         except (EOFError, OSError):
             self._proc.join(timeout=10)
             tail = self._stderr_tail()
-            raise self._start_error(str(WorkerCrashed(self.name, self._kill(), tail))) from None
+            crash = WorkerCrashed(self.name, self._kill(), tail)
+            raise self._limit_error(str(crash)) or crash from None
         if reply[0] == "ready":
             self._ready = True
             return
         self._kill()
-        raise self._start_error(f"{self.name} worker: {reply[1]}")
+        _, type_name, message = reply
+        raise self._limit_error(f"{type_name}: {message}") or RemoteError(type_name, message)
 
-    def _start_error(self, how: str) -> WorkerStartError:
-        """Why the worker could not start: when a memory limit is set and a worker without it
-        starts, the limit, with what the worker needs."""
-        if self.memory_mb > 0:
-            need = measure_start_mib(self.inner.name, self.plugins, self.allow_tf32)
-            if need is not None:
-                about = (
-                    f"needs about {need} MiB"
-                    if need > self.memory_mb
-                    else f"it starts without the limit, with about {need} MiB"
-                )
-                return WorkerStartError(
-                    f"{self.memory_option} {self.memory_mb} is too small to start the "
-                    f"{self.name} worker ({about} before its first case); give more, or 0 "
-                    f"for no limit. The worker failed with: {how}"
-                )
-        return WorkerStartError(f"the {self.name} worker failed to start: {how}")
+    def _limit_error(self, how: str) -> WorkerStartError | None:
+        """The error for a worker that failed before its first case because of its memory
+        limit: a worker without the limit starts, and needs more than the limit. None when
+        no limit is set or it is not the cause."""
+        if self.memory_mb <= 0:
+            return None
+        need = start_mib(self.inner.name, self.plugins, self.allow_tf32)
+        if need is None or need <= self.memory_mb:
+            return None
+        return WorkerStartError(
+            f"{self.memory_option} {self.memory_mb} is too small to start the {self.name} "
+            f"worker (needs about {need} MiB before its first case); give more, or 0 for no "
+            f"limit. Under the limit the worker failed with: {how}"
+        )
 
     def take_mutated(self) -> tuple[str, ...]:
         """The input fields (``x``, ``w``, ``bias``) the last call wrote into; cleared."""
@@ -444,6 +447,17 @@ class IsolatedBackend(Backend):
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+_START_MIB: dict[tuple[str, tuple[str, ...], bool], int | None] = {}
+
+
+def start_mib(name: str, plugins: tuple[str, ...] = (), allow_tf32: bool = False) -> int | None:
+    """:func:`measure_start_mib`, measured once per backend and process."""
+    key = (name, tuple(plugins), allow_tf32)
+    if key not in _START_MIB:
+        _START_MIB[key] = measure_start_mib(name, plugins, allow_tf32)
+    return _START_MIB[key]
 
 
 def measure_start_mib(

@@ -48,7 +48,9 @@ from conformance.dtypes import DTYPES
 from conformance.isolation import (
     DEFAULT_MEMORY_MB,
     IsolatedBackend,
+    RemoteError,
     TimeBudget,
+    WorkerCrashed,
     WorkerStartError,
     WorkerTimeout,
 )
@@ -146,8 +148,8 @@ class ConformanceSession:
                 except WorkerStartError as exc:
                     backend.close()
                     pytest.exit(f"convcheck: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
-                except WorkerTimeout:
-                    pass  # the first case starts a new worker and reports its timeout
+                except (WorkerTimeout, WorkerCrashed, RemoteError):
+                    pass  # the first case starts a new worker and reports what happens
             self._runners[name] = Runner(
                 [backend], known=self.known, max_case_memory_mb=self.max_case_memory_mb
             )

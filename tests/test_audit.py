@@ -184,7 +184,9 @@ def test_2_a_second_run_on_the_same_file_is_refused(tmp_path, which):
 def test_2_the_lock_is_released_after_a_run(tmp_path):
     stream = tmp_path / "r.jsonl"
     for _ in range(2):
-        res = run_cases(tmp_path, [CASE], "numpy-ref", "--no-isolation", "-q", "--stream", str(stream))
+        res = run_cases(
+            tmp_path, [CASE], "numpy-ref", "--no-isolation", "-q", "--stream", str(stream)
+        )
         assert res.returncode == 0, res.stdout + res.stderr
     assert not stream.with_name(stream.name + ".lock").exists()
 
@@ -241,7 +243,9 @@ HUGE = "conv3d-n1-c1x1-s8-k1000-p500-f32"
 def test_5_a_huge_case_is_too_large_and_the_run_goes_on(tmp_path):
     small = "conv1d-n1-c1x1-s5-k3-f32"
     out = tmp_path / "r.json"
-    res = run_cases(tmp_path, [HUGE, small], "numpy-ref", "--no-isolation", "-q", "--json", str(out))
+    res = run_cases(
+        tmp_path, [HUGE, small], "numpy-ref", "--no-isolation", "-q", "--json", str(out)
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     recs = {r.case_id: r for r in RunResults.read(out).records}
     assert recs[small].verdict == D.PASS
