@@ -29,7 +29,7 @@ from conformance.dtypes import DTYPES
 from conformance.filelock import RunLock
 from conformance.generate import generated_cases
 from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TimeBudget
-from conformance.known_failures import EntryUsage, KnownFailures
+from conformance.known_failures import EntryUsage, KnownFailures, usage_lines
 from conformance.parallel import (
     RunSpec,
     WorkerError,
@@ -380,26 +380,10 @@ def print_summary(records: list[Record], backends: list[Backend], out=sys.stdout
             print(r.summary(), file=out)
 
 
-def print_known_usage(usage: list[EntryUsage], out=sys.stdout) -> None:
-    """How many records the known-failures entries matched, and the stale ones: entries whose
-    region this run covered without a single failure of the kind they describe."""
-    used = [u for u in usage if u.matched]
-    if not used and not any(u.stale for u in usage):
-        return
-    total = sum(u.matched for u in usage)
-    stale = [u for u in usage if u.stale]
-    print(
-        f"\nknown failures: {len(used)} of {len(usage)} entries matched {total} record(s); "
-        f"{len(stale)} stale",
-        file=out,
-    )
-    for u in stale:
-        print(
-            f"STALE known failure {u.entry.label} ({u.entry.rule}): covered {u.covered} "
-            "record(s) of this run and matched none; fixed upstream, or the rule no longer "
-            "describes the bug: remove or correct it",
-            file=out,
-        )
+def print_known_usage(usage: list[EntryUsage], out=None) -> None:
+    """How many records the known-failures entries matched, and the stale ones."""
+    for line in usage_lines(usage):
+        print(line, file=out or sys.stdout)
 
 
 def _corpus_setting(args: argparse.Namespace) -> object:

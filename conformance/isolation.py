@@ -49,6 +49,9 @@ from conformance.messages import cap_text
 DEFAULT_TIMEOUT = 120.0
 #: Per-worker memory limit in MiB (0: none): generous, it is there to stop a runaway backend.
 DEFAULT_MEMORY_MB = 16384
+#: Seconds a worker may take to start and load its backend (importing torch on a loaded 2-core
+#: machine takes several): a short per-case --timeout must not turn a slow start into a timeout.
+START_TIMEOUT = 60.0
 STDERR_TAIL_LINES = 12
 
 
@@ -370,10 +373,11 @@ class IsolatedBackend(Backend):
         if self._ready:
             return
         assert self._conn is not None and self._proc is not None
+        wait = max(self.timeout, START_TIMEOUT)
         try:
-            if not self._conn.poll(self.timeout):
+            if not self._conn.poll(wait):
                 self._kill()
-                raise WorkerTimeout(self.name, self.timeout)
+                raise WorkerTimeout(self.name, wait)
             reply = self._conn.recv()
         except (EOFError, OSError):
             self._proc.join(timeout=10)

@@ -54,7 +54,7 @@ from conformance.isolation import (
     WorkerStartError,
     WorkerTimeout,
 )
-from conformance.known_failures import KnownFailures
+from conformance.known_failures import KnownFailures, usage_lines
 from conformance.profiles import load_default
 from conformance.regressions import load_regressions, save_regression
 from conformance.results import RunResults, backend_entry, json_safe, record_from_dict
@@ -395,10 +395,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             tr.write_line(f"FIXED: {r.case_id} on {r.backend} passes; remove its known failure")
     for r in s.saved:
         tr.write_line(f"saved regression: {r.case_id} on {r.backend} ({r.verdict})")
+    usage = s.known.usage(records)
+    for line in usage_lines(usage):
+        tr.write_line(line)
     results = RunResults(
         settings={"profile": "pytest", "dtypes": list(s.dtypes), "isolated": s.isolate},
         backends=[backend_entry(b) for b in s.backends],
         records=records,
+        known_failure_usage=[u.to_dict() for u in usage],
     )
     json_path = config.getoption("conformance_json")
     if json_path:

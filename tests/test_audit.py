@@ -18,8 +18,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,8 @@ from conformance.inputs import make_inputs, run_reference
 from conformance.isolation import IsolatedBackend
 from conformance.results import RunResults, backend_entry
 from conformance.runner import Record, Runner
+from tests.test_robust_run import cli
+from tests.test_robust_run import run_cases as robust_run_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "tests.planted:BACKENDS"
@@ -42,40 +42,9 @@ MUTATED = "mutated-input"
 TOO_LARGE = "too-large"
 
 
-def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "conformance", *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def write_cases(path: Path, ids: list[str]) -> Path:
-    path.write_text("".join(f'[[case]]\nid = "{i}"\nnote = "test"\n\n' for i in ids))
-    return path
-
-
 def run_cases(tmp_path: Path, ids: list[str], backends: str, *args: str, timeout: int = 300):
-    cases = write_cases(tmp_path / "cases.toml", ids)
-    return cli(
-        "run",
-        "--cases",
-        str(cases),
-        "--no-corpus",
-        "--max-examples",
-        "0",
-        "--plugin",
-        PLUGIN,
-        "--plugin",
-        AUDIT,
-        "--backends",
-        backends,
-        *args,
-        timeout=timeout,
-    )
+    """``run`` on exactly ``ids`` on ``backends``, with the planted and the audit backends."""
+    return robust_run_cases(tmp_path, ids, backends, "--plugin", AUDIT, *args, timeout=timeout)
 
 
 def by_backend(records) -> dict[str, Record]:

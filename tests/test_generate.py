@@ -4,9 +4,6 @@ list; and the seeded generator it is drawn with."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +15,7 @@ from conformance.generate import draw_cases, generated_cases
 from conformance.inputs import make_inputs, run_reference
 from conformance.strategies import draw_invalid_case, draw_valid_case
 from reference.params import check_params
+from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "cases-default-seed.txt"
@@ -27,18 +25,6 @@ def _golden() -> tuple[list[str], list[str]]:
     lines = GOLDEN.read_text().splitlines()
     command = lines[0].removeprefix("# ").split("   ")[0].split()
     return command, [ln for ln in lines if ln and not ln.startswith("#")]
-
-
-def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "conformance", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_splitmix64_matches_the_published_sequence():
@@ -71,7 +57,7 @@ def test_golden_list_of_the_default_seed():
     """A change of the generated list is a visible failure: regenerate the golden file with the
     command on its first line, on purpose."""
     command, want = _golden()
-    res = _cli(*command[3:])
+    res = cli(*command[3:])
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == want
 
@@ -88,7 +74,7 @@ def test_case_list_is_the_same_with_a_literal_heavy_plugin_loaded():
 
 def _run_ids(tmp_path: Path, name: str, *extra: str) -> list[str]:
     out = tmp_path / f"{name}.json"
-    res = _cli(
+    res = cli(
         "run",
         "--no-corpus",
         "--max-examples",
@@ -151,7 +137,7 @@ def test_a_small_space_gives_what_it_has():
 
 
 def test_run_with_no_case_is_an_error(tmp_path):
-    res = _cli(
+    res = cli(
         "run",
         "--no-corpus",
         "--max-examples",
@@ -165,6 +151,6 @@ def test_run_with_no_case_is_an_error(tmp_path):
     )
     assert res.returncode == 2
     assert "select no case" in res.stderr
-    res = _cli("run", "--max-examples", "-1", "--backends", "numpy-ref")
+    res = cli("run", "--max-examples", "-1", "--backends", "numpy-ref")
     assert res.returncode == 2
     assert "--max-examples must be >= 0, got -1" in res.stderr

@@ -193,6 +193,12 @@ def test_usage_counts_matches_and_reports_stale_entries(tmp_path):
         _record("conv_transpose1d-n2-c1x1-s3-k2-f32", D.VALUE_MISMATCH, known_failure="x"),
         _record("conv_transpose1d-n3-c1x1-s3-k2-f32", D.VALUE_MISMATCH, known_failure="x"),
         _record("conv_transpose1d-n1-c1x1-s3-k2-f32", D.PASS),  # outside the `when` region
+        # An invalid case cannot show a value mismatch: outside the region.
+        _record(
+            "conv_transpose1d-n2-c1x1-s3-k2-st0-f32",
+            D.BOTH_REJECTED,
+            reference_error="conv_transpose1d: stride must be >= 1, got 0",
+        ),
         _record("conv_transpose2d-n1-c1x1-s3-k2-f32", D.PASS),  # covered, no longer raises
         _record("conv_transpose2d-n1-c1x2-s3-k2-f32", D.UNSUPPORTED),  # not run: not covered
         _record("conv3d-n1-c1x1-s3-k2-f32", D.PASS),  # outside `zero_channels`
