@@ -341,7 +341,8 @@ class Progress:
             print(file=sys.stderr)
 
 
-def print_summary(records: list[Record], backends: list[Backend], out=sys.stdout) -> None:
+def print_summary(records: list[Record], backends: list[Backend], out=None) -> None:
+    out = out or sys.stdout  # looked up per call, so a redirected stdout is honoured
     names = [b.name for b in backends if b.availability.available]
     table = counts(records)
     print("\nverdicts per op and backend (pass/fail/known/unsupported/rejected):", file=out)
