@@ -306,7 +306,13 @@ def select_backends(spec: RunSpec) -> list[Backend]:
 
 
 class NothingToRun(ValueError):
-    """The run would execute, or executed, no case: an error (exit 2), never a pass."""
+    """The run would execute no case: an error (exit 2), never a pass."""
+
+
+NO_CASE = (
+    "these options select no case (--max-examples 0 with --no-corpus, or --ops/--dtypes that "
+    "nothing matches)"
+)
 
 
 class Progress:
@@ -498,8 +504,7 @@ def cmd_cases(args: argparse.Namespace) -> int:
     _fill_case_defaults(args)
     cases = collect_cases(args)
     if not cases:
-        print("error: these options select no case", file=sys.stderr)
-        return EXIT_ERROR
+        raise NothingToRun(NO_CASE)
     for case in cases:
         print(case.id)
     return 0
@@ -549,16 +554,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``run``, holding the lock of the stream and the results JSON (:mod:`conformance.filelock`):
     a second run on the same files is refused instead of interleaving with this one."""
     command = "python -m conformance " + " ".join(sys.argv[1:])
+    stream_path = _stream_path(args)
     with ExitStack() as locks:
-        locks.enter_context(RunLock(_stream_path(args), "--stream", command))
+        locks.enter_context(RunLock(stream_path, "--stream", command))
         if args.json is not None:
             locks.enter_context(RunLock(args.json, "--json", command))
-        return _run(args)
+        return _run(args, command, stream_path)
 
 
-def _run(args: argparse.Namespace) -> int:
-    command = "python -m conformance " + " ".join(sys.argv[1:])
-    stream_path = _stream_path(args)
+def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
     previous: StreamContents | None = None
     if args.resume is not None:
         previous = read_stream(args.resume)
@@ -577,10 +581,7 @@ def _run(args: argparse.Namespace) -> int:
     cases = collect_cases(args)
     names = [b.name for b in backends if b.availability.available]
     if not cases:
-        raise NothingToRun(
-            "these options select no case (--max-examples 0 with --no-corpus, or --ops/--dtypes "
-            "that nothing matches); a run that executes no case is not a pass"
-        )
+        raise NothingToRun(NO_CASE + "; a run that executes no case is not a pass")
     if not names:
         raise NothingToRun(
             "no backend is available to run the cases on; "
@@ -710,8 +711,6 @@ def _run(args: argparse.Namespace) -> int:
         print("\nwhere the time went (this part of the run):")
         for line in throughput_table(times, wall_seconds=seconds):
             print(f"  {line}")
-    if not records:
-        raise NothingToRun(f"the run executed no case ({stream_path} holds no record)")
     return EXIT_FAILURES if any(r.failed for r in records) else EXIT_PASS
 
 

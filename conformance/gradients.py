@@ -58,7 +58,7 @@ from conformance.backends.torch_backend import TorchBackend, torch_weight, with_
 from conformance.case import Case, parse_id
 from conformance.diff import Tolerance
 from conformance.dtypes import round_to
-from conformance.inputs import Inputs, make_inputs
+from conformance.inputs import Inputs, check_case, make_inputs
 from conformance.isolation import (
     DEFAULT_TIMEOUT,
     IsolatedBackend,
@@ -70,7 +70,6 @@ from conformance.known_failures import KnownFailures
 from conformance.runner import Record, tolerance_option
 from reference import grad as RG
 from reference.core import ConvResult
-from reference.params import check_params, check_shapes
 
 GRADIENTS: tuple[str, ...] = ("grad_input", "grad_weight", "grad_bias")
 
@@ -107,17 +106,11 @@ def known_failures_key(backend: str) -> str:
     return f"{backend}-grad"
 
 
-def output_shape(case: Case) -> tuple[int, ...]:
-    """The op's output shape (MLX layout); raises ValueError for an invalid case."""
-    p = check_params(case.op, case.ndim, transposed=case.transposed, **case.params())
-    return check_shapes(p, case.x_shape, case.w_shape, case.bias_shape)
-
-
 def cotangent(case: Case) -> np.ndarray:
     """``dy``: uniform in [-1, 1) from ``(case.seed, COTANGENT_STREAM)``, rounded to the dtype,
     as a read-only float32 array of the output's shape."""
     rng = np.random.default_rng([case.seed, COTANGENT_STREAM])
-    dy = round_to(rng.uniform(-1.0, 1.0, output_shape(case)), case.dtype)
+    dy = round_to(rng.uniform(-1.0, 1.0, check_case(case)), case.dtype)
     dy.setflags(write=False)
     return dy
 

@@ -29,6 +29,7 @@ of memory (verdict ``crashed``, "out of memory" in the detail). macOS does not e
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import signal
@@ -453,15 +454,10 @@ class IsolatedBackend(Backend):
             pass
 
 
-_START_MIB: dict[tuple[str, tuple[str, ...], bool], int | None] = {}
-
-
+@functools.cache
 def start_mib(name: str, plugins: tuple[str, ...] = (), allow_tf32: bool = False) -> int | None:
     """:func:`measure_start_mib`, measured once per backend and process."""
-    key = (name, tuple(plugins), allow_tf32)
-    if key not in _START_MIB:
-        _START_MIB[key] = measure_start_mib(name, plugins, allow_tf32)
-    return _START_MIB[key]
+    return measure_start_mib(name, plugins, allow_tf32)
 
 
 def measure_start_mib(

@@ -167,7 +167,10 @@ class Runner:
             except (MemoryError, ValueError) as exc:  # NumPy: out of memory, "array is too big"
                 detail = f"not run: its inputs cannot be allocated ({type(exc).__name__}: {exc})"
                 return [self._not_run(case, b, detail) for b in todo]
-        before = fingerprint(inputs)
+        # Hashed once, before the reference, for the backends that run in this process (an
+        # isolated worker checks its own copies).
+        in_process = any(not getattr(b, "isolated", False) for b in todo)
+        before = fingerprint(inputs) if in_process else None
         with self.times.stage("reference"):
             try:
                 ref = run_reference(case, inputs)
@@ -212,7 +215,7 @@ class Runner:
         return Record(verdict=D.TOO_LARGE, detail=detail, **base)  # type: ignore[arg-type]
 
     def _run_backend(
-        self, case, inputs, ref, ref_error, backend: Backend, before: Fingerprint | None = None
+        self, case, inputs, ref, ref_error, backend: Backend, before: Fingerprint | None
     ) -> Record:
         """The record of one backend; one that wrote into its inputs gets ``mutated-input``
         (in this process it got read-only views, and the inputs are restored for the next
@@ -223,7 +226,7 @@ class Runner:
             take = getattr(backend, "take_mutated", None)
             mutated = list(take()) if take is not None else []
         else:
-            before = fingerprint(inputs) if before is None else before
+            assert before is not None  # run_case hashes the inputs for in-process backends
             rec = self._call_backend(case, read_only(inputs), ref, ref_error, backend)
             mutated = changed(inputs, before)
             if mutated:

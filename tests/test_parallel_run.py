@@ -83,9 +83,12 @@ def test_workers_give_the_serial_records_and_one_report(tmp_path):
 
 
 def test_a_worker_that_dies_without_isolation_is_a_clear_error(tmp_path):
+    """With cases still unread by the dead worker (ConnectionResetError there, issue 12 item 7):
+    exit 2, no traceback, the case, the backend, the signal and the way out."""
+    crash = "conv_transpose1d-n1-c1x1-s4-k2-st3-f32"  # planted-crash segfaults on stride 3
     res = run_cases(
         tmp_path,
-        ["conv_transpose1d-n1-c1x1-s4-k2-st3-f32"],
+        [crash, "conv_transpose1d-n1-c1x1-s4-k2-st2-f32", "conv_transpose1d-n1-c1x1-s5-k2-f32"],
         "planted-crash",
         "--no-isolation",
         "-n",
@@ -95,10 +98,12 @@ def test_a_worker_that_dies_without_isolation_is_a_clear_error(tmp_path):
         str(tmp_path / "s.jsonl"),
         timeout=120,
     )
-    assert res.returncode == 2
-    assert "died while running conv_transpose1d-n1-c1x1-s4-k2-st3-f32" in res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"died while running {crash}" in res.stderr
     assert "isolation" in res.stderr
-    assert "Traceback" not in res.stderr
+    assert "Traceback" not in res.stderr and "ConnectionResetError" not in res.stderr
+    assert crash in res.stderr and "planted-crash" in res.stderr
+    assert "SIGSEGV" in res.stderr and "drop --no-isolation" in res.stderr
 
 
 @pytest.mark.parametrize(
