@@ -2,11 +2,11 @@
 
 Usage: ``python -m kernels.check_cuda [--arch sm_90] [--mlx-src DIR] [--keep DIR]``.
 
-For each kernel and dtype it writes the translation unit exactly as ``mx.fast.cuda_kernel``
-assembles it (MLX's default header, our header, ``namespace mlx::core::cu``, a ``__global__``
-wrapper around the entry line and body; see :func:`kernels.source.cuda_translation_unit`) and
-runs ``nvcc -std=c++17 -arch=<arch> -c`` on it. A syntax or type error in a body or the CUDA
-prelude fails the check with nvcc's message.
+For each kernel, tile size and dtype it writes the translation unit exactly as
+``mx.fast.cuda_kernel`` assembles it (MLX's default header, our header,
+``namespace mlx::core::cu``, a ``__global__`` wrapper around the entry line and body; see
+:func:`kernels.source.cuda_translation_unit`) and runs ``nvcc -std=c++17 -arch=<arch> -c`` on
+it. A syntax or type error in a body or the CUDA prelude fails the check with nvcc's message.
 
 MLX's device headers (``mlx/backend/cuda/device/utils.cuh``, ...) are compiled into MLX and not
 installed with it. With ``--mlx-src DIR`` (an MLX source checkout; or ``$CONVCHECK_MLX_SRC``)
@@ -83,7 +83,7 @@ def check(
     out_dir: Path | None = None,
     jobs: int = 2,
 ) -> list[CompileResult]:
-    """Compile every (kernel, dtype); results in order. Raises FileNotFoundError without nvcc."""
+    """Compile every (kernel, tile, dtype); results in order. FileNotFoundError without nvcc."""
     compiler = nvcc()
     if compiler is None:
         raise FileNotFoundError("nvcc not found (PATH, $CUDA_HOME/bin, /usr/local/cuda/bin)")
@@ -94,9 +94,9 @@ def check(
         work.mkdir(parents=True, exist_ok=True)
         include = _include_dir(work, mlx_src)
 
-        def one(item: tuple[str, str]) -> CompileResult:
-            op, dtype = item
-            name, text = source.cuda_translation_unit(op, dtype)
+        def one(item: tuple[str, int, str]) -> CompileResult:
+            op, tile, dtype = item
+            name, text = source.cuda_translation_unit(op, dtype, tile)
             cu = work / f"{name}.cu"
             cu.write_text(text)
             cmd = [
@@ -112,10 +112,15 @@ def check(
             ]
             res = subprocess.run(cmd, capture_output=True, text=True)
             return CompileResult(
-                op, dtype, cu, cmd, res.returncode, (res.stdout + res.stderr).strip()
+                f"{op}_t{tile}", dtype, cu, cmd, res.returncode, (res.stdout + res.stderr).strip()
             )
 
-        items = [(op, dtype) for op in source.OPS for dtype in source.DTYPES]
+        items = [
+            (op, tile, dtype)
+            for op in source.OPS
+            for tile in source.TILES
+            for dtype in source.DTYPES
+        ]
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             return list(pool.map(one, items))
 
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for r in results:
         status = "ok" if r.ok else f"FAILED (exit {r.returncode})"
-        print(f"{r.kernel:<15} {r.dtype:<9} {status}")
+        print(f"{r.kernel:<18} {r.dtype:<9} {status}")
         if r.output:
             print("  " + r.output.replace("\n", "\n  "))
         failed += not r.ok

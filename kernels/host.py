@@ -6,7 +6,7 @@ outside the repository, under ``$CONVCHECK_CACHE_DIR`` or the user cache directo
 in ``kernels/host-<hash>.so`` where the hash covers the source, the compiler's identity and the
 flags. One library serves every case: shapes and parameters travel in an int32 array.
 
-Each exported ``kc_<op>_<dtype>`` runs the body once per output element in a loop, parallelised
+Each exported ``kc_<op>_t<tile>_<dtype>`` runs the body once per thread in a loop, parallelised
 with OpenMP when ``g++ -fopenmp`` works (``OMP_NUM_THREADS`` applies); otherwise serially.
 float16/bfloat16 data crosses as uint16 bit patterns and is converted by the body's own loads and
 stores, as on a GPU.
@@ -31,8 +31,8 @@ from kernels.plan import Plan
 
 #: Compiler flags; the first set that builds wins (OpenMP is optional).
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
-    ("-O2", "-std=c++17", "-fPIC", "-shared", "-fopenmp"),
-    ("-O2", "-std=c++17", "-fPIC", "-shared"),
+    ("-O3", "-std=c++17", "-fPIC", "-shared", "-fopenmp"),
+    ("-O3", "-std=c++17", "-fPIC", "-shared"),
 )
 
 
@@ -109,8 +109,8 @@ class HostLibrary:
     def openmp(self) -> bool:
         return bool(self.lib.kc_openmp())
 
-    def function(self, op: str, dtype: str):
-        fn = getattr(self.lib, source.host_symbol(op, dtype))
+    def function(self, op: str, dtype: str, tile: int):
+        fn = getattr(self.lib, source.host_symbol(op, dtype, tile))
         fn.argtypes = _ARGS
         fn.restype = None
         return fn
@@ -186,7 +186,7 @@ def run(
     bd = to_device_layout(bias, dtype) if bias is not None else np.zeros(1, storage)
     params = np.ascontiguousarray(plan.params, np.int32)
     out = np.empty(plan.out_shape, storage)
-    lib.function(plan.op, dtype)(
+    lib.function(plan.op, dtype, plan.tile)(
         xd.ctypes.data, wd.ctypes.data, bd.ctypes.data, params.ctypes.data, out.ctypes.data
     )
     return from_device_layout(out, dtype)

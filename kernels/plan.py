@@ -1,5 +1,6 @@
-"""From a :class:`~conformance.case.Case` to what every launch needs: the kernel, the int32
-parameter array (layout in ``src/params.h``), the output shape and the thread count.
+"""From a :class:`~conformance.case.Case` to what every launch needs: the kernel (body and tile
+size), the int32 parameter array (layout in ``src/params.h``), the output shape and the thread
+count.
 
 Validation is the reference's own rule set (:mod:`reference.params`), so an invalid case raises
 the same ``ValueError`` here as in the oracle; the output shape is computed here, independently,
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from conformance.case import Case
-from kernels.source import param_slots
+from kernels.source import TILES, check_tile, param_slots
 from reference.params import check_params, check_shapes
 
 #: Threads, and flat offsets into every tensor, are 32-bit ints in the bodies.
@@ -24,12 +25,30 @@ MAX_ELEMENTS = 2**31 - 1
 @dataclass(frozen=True)
 class Plan:
     op: str  # "conv" or "conv_transpose": the body to run
+    tile: int  # output channels per thread (one of kernels.source.TILES)
     params: np.ndarray  # int32, KC_P_COUNT slots
     out_shape: tuple[int, ...]  # MLX layout (N, *O, C_out)
+    threads: int  # threads that do work (slot KC_P_TOTAL)
 
     @property
     def total(self) -> int:
-        return int(np.prod(self.out_shape))
+        """Output elements."""
+        return _count(self.out_shape)
+
+
+def choose_tile(out_channels_per_group: int) -> int:
+    """The largest tile that a group's output channels fill: no thread computes lanes it never
+    stores, except in a group's last tile."""
+    fitting = [t for t in TILES if t <= max(out_channels_per_group, 1)]
+    return max(fitting)
+
+
+def thread_count(out_shape: tuple[int, ...], groups: int, tile: int) -> int:
+    """Threads of a launch: one per output position, group and tile of a group's channels."""
+    positions = _count(out_shape[:-1])
+    c_out = out_shape[-1]
+    cout_g = c_out // groups if groups > 0 else 0
+    return positions * groups * -(-cout_g // tile)
 
 
 def _out_spatial(case: Case) -> list[int]:
@@ -82,8 +101,11 @@ def make_plan(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
     bias_shape: tuple[int, ...] | None,
+    *,
+    tile: int | None = None,
 ) -> Plan:
-    """Validate (``ValueError`` for an invalid case) and lay out the parameters."""
+    """Validate (``ValueError`` for an invalid case) and lay out the parameters. ``tile``:
+    output channels per thread (default: :func:`choose_tile`'s pick)."""
     p = check_params(
         case.op,
         case.ndim,
@@ -106,12 +128,16 @@ def make_plan(
     n, *_, c_in = x_shape
     c_out = w_shape[0]
     out_shape = (n, *out_sp, c_out)
+    tile = check_tile(tile) if tile is not None else choose_tile(c_out // case.groups)
+    threads = thread_count(out_shape, case.groups, tile)
+    if threads > MAX_ELEMENTS:
+        raise ValueError(f"kernels: {threads} threads; at most {MAX_ELEMENTS}")
     params[slots["N"]] = n
     params[slots["CIN"]] = c_in
     params[slots["COUT"]] = c_out
     params[slots["GROUPS"]] = case.groups
     params[slots["HAS_BIAS"]] = int(bias_shape is not None)
-    params[slots["TOTAL"]] = _count(out_shape)
+    params[slots["TOTAL"]] = threads
     for name, values, fill in (
         ("S", x_shape[1:-1], 1),
         ("K", w_shape[1:-1], 1),
@@ -123,4 +149,4 @@ def make_plan(
     ):
         params[slots[name] : slots[name] + 3] = three(values, fill)
     op = "conv_transpose" if case.transposed else "conv"
-    return Plan(op, params, out_shape)
+    return Plan(op, tile, params, out_shape, threads)

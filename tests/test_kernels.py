@@ -111,6 +111,55 @@ def test_host_named_cases(case: Case, dtype: str) -> None:
     _conforms(replace(case, dtype=dtype))
 
 
+# --- tiles: output channels per thread -----------------------------------------------------------
+
+
+def _host_run_with_tile(case: Case, inputs, tile: int) -> np.ndarray:
+    from kernels import host
+
+    p = plan.make_plan(
+        case,
+        inputs.x.shape,
+        inputs.w.shape,
+        None if inputs.bias is None else inputs.bias.shape,
+        tile=tile,
+    )
+    return host.run(p, case.dtype, inputs.x, inputs.w, inputs.bias)
+
+
+@needs_host
+@pytest.mark.parametrize("op", list(OPS))
+@SETTINGS
+@given(data=st.data())
+def test_every_tile_gives_the_same_bits(op: str, data: st.DataObject) -> None:
+    """A thread's channels are summed in the same order whatever the tile, so every tile size
+    gives bit-identical outputs, partial last tiles (channels per group not a multiple of the
+    tile) included; and the chooser's pick passes against the reference."""
+    case = data.draw(valid_cases(op), label="case")
+    inputs = make_inputs(case)
+    outs = {tile: _host_run_with_tile(case, inputs, tile) for tile in source.TILES}
+    for tile, out in outs.items():
+        np.testing.assert_array_equal(out, outs[1], err_msg=f"{case.id}, tile {tile}")
+    _conforms(case)
+
+
+@pytest.mark.parametrize(
+    ("cout_g", "tile"), [(0, 1), (1, 1), (3, 1), (4, 4), (7, 4), (8, 8), (64, 8)]
+)
+def test_tile_choice(cout_g: int, tile: int) -> None:
+    assert plan.choose_tile(cout_g) == tile
+
+
+def test_threads_cover_partial_tiles() -> None:
+    """9 output channels in 3 groups of 3 with tile 4: one partial tile per group."""
+    case = Case("conv2d", 2, 6, 9, (5, 4), (3, 3), groups=3)
+    p = plan.make_plan(case, case.x_shape, case.w_shape, None, tile=4)
+    assert p.out_shape == (2, 3, 2, 9)
+    assert p.threads == 2 * 3 * 2 * 3 * 1
+    with pytest.raises(ValueError, match="tile must be one of"):
+        plan.make_plan(case, case.x_shape, case.w_shape, None, tile=3)
+
+
 UNIT_TAP = [
     Case("conv_transpose1d", 2, 4, 6, (7,), (3,), stride=3, output_padding=2, bias=True),
     Case("conv_transpose2d", 1, 6, 4, (4, 5), (2, 2), stride=2, output_padding=1, groups=2),
@@ -249,16 +298,17 @@ def test_one_body_every_dialect(op: str) -> None:
     """Every dialect's source holds the body verbatim, and only the thin prelude differs."""
     body = source.body(op)
     assert body in source.host_translation_unit()
-    for dtype in DTYPES:
-        assert body in source.cuda_translation_unit(op, dtype)[1]
-        assert body in source.metal_translation_unit(op, dtype)[1]
+    for tile in source.TILES:
+        for dtype in DTYPES:
+            assert body in source.cuda_translation_unit(op, dtype, tile)[1]
+            assert body in source.metal_translation_unit(op, dtype, tile)[1]
     # MLX adds shape/stride/ndim arguments only for names the source mentions: none here, which
     # is what cuda_translation_unit/metal_translation_unit assume.
     for dialect in ("cuda", "metal"):
-        src = source.kernel_source(dialect, op)
+        src = source.kernel_source(dialect, op, 4)
         for name in source.INPUT_NAMES:
             assert not re.search(rf"\b{name}_(shape|strides|ndim)\b", src)
-    assert "thread_position_in_grid" in source.kernel_source("metal", op)
+    assert "thread_position_in_grid" in source.kernel_source("metal", op, 1)
 
 
 def test_metal_source_as_mlx_assembles_it(capfd: pytest.CaptureFixture[str], tmp_path) -> None:
@@ -276,10 +326,10 @@ def test_metal_source_as_mlx_assembles_it(capfd: pytest.CaptureFixture[str], tmp
     dt = mx.float16
 
     def call(x, w, b, prm):
-        return mlx_launch.kernel("metal", p.op)(
+        return mlx_launch.kernel("metal", p.op, p.tile)(
             inputs=[x, w, b, prm],
             template=[("T", dt)],
-            grid=(p.total, 1, 1),
+            grid=(p.threads, 1, 1),
             threadgroup=(mlx_launch.THREADGROUP, 1, 1),
             output_shapes=[p.out_shape],
             output_dtypes=[dt],
@@ -298,10 +348,10 @@ def test_metal_source_as_mlx_assembles_it(capfd: pytest.CaptureFixture[str], tmp
         pytest.skip(f"MLX cannot trace metal_kernel here: {exc}")
     printed = capfd.readouterr().out
     assert source.header("metal") in printed
-    assert source.kernel_source("metal", p.op) in printed
+    assert source.kernel_source("metal", p.op, p.tile) in printed
     assert "uint3 thread_position_in_grid [[thread_position_in_grid]]" in printed
     # Our reading of MLX's assembly (for review) matches what it printed.
-    name, ours = source.metal_translation_unit(p.op, "float16", has_bias=False)
+    name, ours = source.metal_translation_unit(p.op, "float16", p.tile, has_bias=False)
     assert ours.strip() in printed, "MLX assembles Metal kernels differently now"
     assert name in printed
 
@@ -326,11 +376,11 @@ def test_gpu_launch_without_gpu_raises() -> None:
 
 
 def test_cuda_dialect_compiles_with_nvcc() -> None:
-    """nvcc -arch=sm_90 -c on every (kernel, dtype) translation unit as MLX assembles it."""
+    """nvcc -arch=sm_90 -c on every (kernel, tile, dtype) translation unit as MLX assembles it."""
     if check_cuda.nvcc() is None:
         pytest.skip("nvcc not found: the CUDA dialect is not compile-checked on this machine")
     results = check_cuda.check()
-    assert len(results) == len(source.OPS) * len(DTYPES)
+    assert len(results) == len(source.OPS) * len(source.TILES) * len(DTYPES)
     failed = [
         f"{r.kernel}/{r.dtype}: {' '.join(r.command)}\n{r.output}" for r in results if not r.ok
     ]

@@ -65,15 +65,26 @@ class MLXBackend(Backend):
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
         mx = _import_mlx()
         stream = mx.gpu if self.device == "gpu" else mx.cpu
-        dt = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}[case.dtype]
-        x = mx.array(inputs.x).astype(dt)
-        w = mx.array(inputs.w).astype(dt)
-        kw = case.params()
-        if case.ndim == 1:  # mlx's 1-D ops take ints, not 1-tuples
-            kw = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kw.items()}
-        y = getattr(mx, case.op)(x, w, stream=stream, **kw)
-        if inputs.bias is not None:
-            y = mx.add(y, mx.array(inputs.bias).astype(dt), stream=stream)
+        dt = mlx_dtype(mx, case.dtype)
+        bias = None if inputs.bias is None else mx.array(inputs.bias).astype(dt)
+        x, w = mx.array(inputs.x).astype(dt), mx.array(inputs.w).astype(dt)
+        y = forward(mx, case, x, w, bias, stream=stream)
         y = y.astype(mx.float32, stream=stream)
         mx.eval(y)
         return np.array(y)
+
+
+def mlx_dtype(mx, dtype: str):
+    return {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}[dtype]
+
+
+def forward(mx, case: Case, x, w, bias, *, stream=None):
+    """``case``'s op on MLX arrays (MLX layout), bias added after the op as ``mlx.nn`` does;
+    returns the lazy result. ``stream``: None for MLX's default device."""
+    kw = case.params()
+    if case.ndim == 1:  # mlx's 1-D ops take ints, not 1-tuples
+        kw = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kw.items()}
+    y = getattr(mx, case.op)(x, w, stream=stream, **kw)
+    if bias is not None:
+        y = mx.add(y, bias, stream=stream)
+    return y

@@ -8,7 +8,7 @@
 #define KC_P_COUT 2       // output channels
 #define KC_P_GROUPS 3     // groups (divides both channel counts)
 #define KC_P_HAS_BIAS 4   // 1: read bias[co]; 0: bias is a dummy and never read
-#define KC_P_TOTAL 6      // output elements = threads that do work
+#define KC_P_TOTAL 6      // threads that do work: positions x groups x tiles per group
 #define KC_P_S 8          // input spatial size, 3 slots
 #define KC_P_K 11         // kernel size, 3 slots
 #define KC_P_O 14         // output spatial size, 3 slots

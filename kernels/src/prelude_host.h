@@ -1,11 +1,12 @@
-// Host (C++) prelude: the bodies compiled by g++ for the CPU, one call per output element.
+// Host (C++) prelude: the bodies compiled by g++ for the CPU, one call per thread.
 //
 // Contract shared with prelude_cuda.h and prelude_metal.h (the bodies use nothing else):
 //   KC_FN                    qualifier of helper functions
 //   kc_to_float(v)           load one element of the case dtype as float
 //   kc_from_float<T>(f)      store: round a float to T (round to nearest even)
-// and, in scope where a body is pasted: kc_tid (this thread's output element), T (the element
-// type), x, w, bias, params, out (pointers; params is int32).
+// and, in scope where a body is pasted: kc_tid (this thread), KC_TILE (output channels per
+// thread, a compile-time constant), T (the element type), x, w, bias, params, out (pointers;
+// params is int32).
 //
 // float16 and bfloat16 travel as their 16-bit patterns, exactly as on the GPU; the conversions
 // below are exact (to float) and round to nearest even (from float), subnormals, infinities and
