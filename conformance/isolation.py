@@ -9,6 +9,10 @@ The worker's stdout and stderr go to a file whose last lines are reported with t
   :class:`WorkerOutOfMemory` (a :class:`WorkerCrashed`; the worker is replaced);
 * no answer within ``timeout`` seconds -> the worker is killed -> :class:`WorkerTimeout`;
 * the backend raises in the worker -> :class:`RemoteError` with the original type name;
+* the backend hits a GPU fault that leaves its context unusable (an illegal instruction or
+  memory access, a launch failure: :data:`DEVICE_FAULT_MARKERS`) -> :class:`WorkerDeviceFault`
+  (a :class:`WorkerCrashed`; the worker is replaced, so the cases after it run on a fresh
+  context instead of failing with the same sticky error, as a worker kept alive would make them);
 * the backend writes into its input arrays (read-only views, checked by fingerprint after the
   call, :mod:`conformance.guard`) -> :meth:`IsolatedBackend.take_mutated` names them;
 * the worker cannot even start (load its backend) under its memory limit, and a worker
@@ -111,6 +115,24 @@ OUT_OF_MEMORY_MARKERS = (
 )
 
 
+#: CUDA errors after which every later call in the process fails ("sticky" errors).
+DEVICE_FAULT_MARKERS = (
+    "an illegal instruction was encountered",
+    "an illegal memory access was encountered",
+    "unspecified launch failure",
+    "misaligned address",
+    "device-side assert triggered",
+    "operation not supported on global/shared address space",
+    "invalid program counter",
+    "hardware stack error",
+)
+
+
+def looks_like_device_fault(message: str) -> bool:
+    """Whether an error message reports a GPU fault that leaves the context unusable."""
+    return any(m in message for m in DEVICE_FAULT_MARKERS)
+
+
 def looks_out_of_memory(type_name: str, message: str) -> bool:
     """Whether an error (by type name and message) is an allocation failure."""
     if type_name == "MemoryError":
@@ -154,6 +176,19 @@ class WorkerOutOfMemory(WorkerCrashed):
             None,
             "",
             f"{backend} worker out of memory ({limit}): {type_name}: {message}; worker replaced",
+        )
+
+
+class WorkerDeviceFault(WorkerCrashed):
+    """The backend hit a GPU fault; its context is unusable, so the worker was replaced."""
+
+    def __init__(self, backend: str, type_name: str, message: str) -> None:
+        super().__init__(
+            backend,
+            None,
+            "",
+            f"{backend} device fault: {type_name}: {message}; the GPU context is unusable "
+            "after it, worker replaced",
         )
 
 
@@ -259,8 +294,10 @@ def _worker_main(
         except BaseException as exc:  # noqa: BLE001 - every failure goes back as data
             type_name, message = type(exc).__name__, str(exc)
             kind = "oom" if looks_out_of_memory(type_name, message) else "error"
+            if looks_like_device_fault(message):
+                kind = "fault"
             reply = (kind, type_name, cap_text(message))
-        if reply[0] != "oom":
+        if reply[0] not in ("oom", "fault"):
             mutated = changed(inputs, before)
             if mutated:
                 reply = ("mutated", mutated, reply)
@@ -269,8 +306,10 @@ def _worker_main(
             conn.send(reply)
         except MemoryError as exc:  # pickling a large output
             conn.send(("oom", "MemoryError", f"sending the output back: {exc}"))
-        if reply[0] == "oom":
-            return  # the parent replaces this worker; its memory may be fragmented or leaked
+        if reply[0] in ("oom", "fault"):
+            # The parent replaces this worker: its memory may be fragmented or leaked, or its
+            # GPU context is unusable.
+            return
 
 
 class IsolatedBackend(Backend):
@@ -435,6 +474,9 @@ class IsolatedBackend(Backend):
         if reply[0] == "oom":
             self._kill()
             raise WorkerOutOfMemory(self.name, self.memory_mb, reply[1], reply[2])
+        if reply[0] == "fault":
+            self._kill()
+            raise WorkerDeviceFault(self.name, reply[1], reply[2])
         raise RemoteError(reply[1], reply[2])
 
     def close(self) -> None:

@@ -171,6 +171,7 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     "one_tap_last_axis_padded": lambda c: c.kernel[-1] == 1 and c.padding[-1] > 0,
     "batch_above_one": lambda c: c.batch > 1,
     "zero_channels": lambda c: c.in_channels == 0 or c.out_channels == 0,
+    "zero_batch": lambda c: c.batch == 0,
     "output_padding_exceeds_padding_with_stride": lambda c: _any_axis(
         c, lambda s, k, st, p, d, o: st > 1 and o > p
     ),

@@ -126,6 +126,26 @@ class RunsOutOfMemory(_Planted):
         return round_to(self.reference(case, inputs), case.dtype)
 
 
+class StickyDeviceFault(_Planted):
+    """Behaves like a GPU backend after a kernel fault: a case with stride 3 in the first axis
+    raises CUDA's "an illegal instruction was encountered", and from then on every call in this
+    process fails with the sticky error, as a CUDA context does; the reference otherwise."""
+
+    name = "planted-sticky-fault"
+    faulted = False
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        if StickyDeviceFault.faulted:
+            raise RuntimeError(
+                "cudaGraphAddKernelNode(&node, graph_, NULL, 0, &params) failed: an illegal "
+                "instruction was encountered"
+            )
+        if case.stride[0] == 3:
+            StickyDeviceFault.faulted = True
+            raise RuntimeError("cudaGetLastError() failed: an illegal instruction was encountered")
+        return round_to(self.reference(case, inputs), case.dtype)
+
+
 class Slow(_Planted):
     """The reference, after sleeping 50 ms per case (a run that is long enough to interrupt)."""
 
@@ -136,7 +156,15 @@ class Slow(_Planted):
         return round_to(self.reference(case, inputs), case.dtype)
 
 
-BACKENDS = [OutputPaddingOnWrongSide, UnflippedWeight, Crashes, Hangs, RunsOutOfMemory, Slow]
+BACKENDS = [
+    OutputPaddingOnWrongSide,
+    UnflippedWeight,
+    Crashes,
+    Hangs,
+    RunsOutOfMemory,
+    StickyDeviceFault,
+    Slow,
+]
 
 
 # --- backends for the audit of bad inputs and faults (tests/test_audit.py) -----------------------

@@ -45,6 +45,26 @@ def test_segfault_becomes_crashed_and_worker_restarts():
     assert verdicts[1].failed
 
 
+def test_device_fault_replaces_the_worker():
+    """After a GPU fault every later call in the same process fails with the sticky error; the
+    worker is replaced, so only the faulting case is charged with it."""
+    backend = _isolated("planted-sticky-fault")
+    runner = Runner([backend])
+    try:
+        ids = [
+            "conv_transpose1d-n1-c1x1-s4-k2-st2-f32",
+            "conv_transpose1d-n1-c1x1-s4-k2-st3-f32",  # stride 3: the fault
+            "conv_transpose1d-n1-c2x1-s4-k2-st2-f32",
+            "conv_transpose1d-n1-c1x2-s5-k3-st2-f32",
+        ]
+        verdicts = [runner.run_case(parse_id(i))[0] for i in ids]
+    finally:
+        backend.close()
+    assert [r.verdict for r in verdicts] == [D.PASS, D.CRASHED, D.PASS, D.PASS]
+    assert "device fault" in verdicts[1].detail
+    assert "illegal instruction" in verdicts[1].detail
+
+
 def test_hang_becomes_timeout():
     backend = _isolated("planted-hang", timeout=3.0)
     runner = Runner([backend])
