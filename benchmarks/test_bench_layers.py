@@ -10,6 +10,8 @@ No assertions on time: numbers are for the table, not for pass/fail.
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 
 from benchmarks.conftest import record
@@ -17,6 +19,7 @@ from benchmarks.layers import LAYERS, flops, layer
 from conformance.backends import Backend, resolve
 from conformance.backends.torch_backend import TorchBackend
 from conformance.inputs import make_inputs
+from kernels.source import TILES
 
 KERNEL_BACKENDS = [
     "kernels-host",
@@ -55,3 +58,25 @@ def test_kernels(benchmark, name, backend):
     benchmark.extra_info["gflop"] = flops(case) / 1e9
     benchmark.pedantic(backend.run, args=(case, inputs), rounds=5, iterations=1)
     record("kernels", name, backend.name, benchmark.stats.stats.median, flops(case))
+
+
+HOST = next((b for b in BACKENDS if b.name == "kernels-host"), None)
+
+
+@pytest.mark.skipif(HOST is None, reason="kernels-host is not available (no C++ compiler)")
+@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_kernels_host_tiles(benchmark, name, tile):
+    """Our host build at each tile size (output channels per thread): the effect of register
+    tiling, which the chooser's row (``kernels-host``, in ``test_kernels``) includes."""
+    from kernels import host, plan
+
+    case = layer(name)
+    inputs = make_inputs(case)
+    bias = None if inputs.bias is None else inputs.bias.shape
+    p = plan.make_plan(case, inputs.x.shape, inputs.w.shape, bias, tile=tile)
+    run = partial(host.run, p, case.dtype, inputs.x, inputs.w, inputs.bias)
+    run()
+    benchmark.group = f"kernels-host tiles {name}"
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    record("kernels", name, f"kernels-host-t{tile}", benchmark.stats.stats.median, flops(case))
