@@ -193,7 +193,7 @@ def implementations(case: Case) -> dict[str, Callable]:
     from kernels.source import TILES
 
     cout_g = case.out_channels // case.groups
-    chosen = plan.choose_tile(cout_g)
+    chosen = plan.choose_tile(cout_g, "cuda")
     impls: dict[str, Callable] = {
         "cudnn-f32": lambda c, i: _torch_impl(c, i, tf32=False),
         "cudnn-tf32": lambda c, i: _torch_impl(c, i, tf32=True),

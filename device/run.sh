@@ -29,7 +29,9 @@
 # Worker processes run without a memory limit (--worker-memory-mb 0): the CUDA and MLX runtimes'
 # mappings are the GPU driver's business, and the device has memory to spare.
 #
-# Knobs (environment): PYTHON (python3), DEVICE_EXAMPLES (400: --max-examples of the release
+# Knobs (environment): DEVICE_STAGES (all five: "env smoke release tf32 bench"), DEVICE_BACKENDS
+# (the GPU backends of smoke and release: torch-cuda,torch-cuda-cl,mlx-gpu,kernels-cuda),
+# PYTHON (python3), DEVICE_EXAMPLES (400: --max-examples of the release
 # run), DEVICE_WORKERS (8: its -n), DEVICE_TF32_EXAMPLES (20), DEVICE_BENCH_BUDGET (60 seconds of
 # timing), DEVICE_RELEASE_LIMIT (220), DEVICE_TF32_LIMIT (60), DEVICE_BENCH_LIMIT (100) seconds.
 # The limits add up to 470 s (30 + 60 + 220 + 60 + 100): the whole run stays under 8 minutes.
@@ -44,17 +46,24 @@ export MLX_CUDA_CONV_CACHE_SIZE=${MLX_CUDA_CONV_CACHE_SIZE:-1000000}
 PY=${PYTHON:-python3}
 examples=${DEVICE_EXAMPLES:-400}
 workers=${DEVICE_WORKERS:-8}
-gpu_backends=torch-cuda,torch-cuda-cl,mlx-gpu,kernels-cuda
+gpu_backends=${DEVICE_BACKENDS:-torch-cuda,torch-cuda-cl,mlx-gpu,kernels-cuda}
+stages=" ${DEVICE_STAGES:-env smoke release tf32 bench} "
 real_networks=dcgan,unet2d,unet3d,vae3d,hifigan,depthwise,speech_conv1d
 
 summary="$out/summary.txt"
 : >"$summary"
 declare -A rcs
 
-# stage NAME LIMIT_SECONDS COMMAND...: run it under `timeout`, log it, record its exit status.
+# stage NAME LIMIT_SECONDS COMMAND...: run it under `timeout`, log it, record its exit status
+# (a stage left out of DEVICE_STAGES is skipped and counts as exit 0).
 stage() {
     local name=$1 limit=$2
     shift 2
+    rcs[$name]=0
+    if [[ $stages != *" ${name%-report} "* ]]; then
+        echo "$name: skipped (not in DEVICE_STAGES)" >>"$summary"
+        return
+    fi
     local start=$SECONDS
     echo "== $name (limit ${limit} s): $*"
     timeout --signal=INT --kill-after=30 "$limit" "$@" >"$out/$name.log" 2>&1

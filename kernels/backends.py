@@ -29,12 +29,13 @@ class _KernelsBackend(Backend):
             inputs.x.shape,
             inputs.w.shape,
             None if inputs.bias is None else inputs.bias.shape,
+            dialect=self.dialect,
         )
 
 
 class KernelsHost(_KernelsBackend):
     name = "kernels-host"
-    description = "convcheck kernels, host dialect: the bodies compiled by g++ -O2 (OpenMP)"
+    description = "convcheck kernels, host dialect: the bodies compiled by g++ -O3 (OpenMP)"
     dialect = "host"
 
     def probe(self) -> Availability:

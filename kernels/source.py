@@ -41,7 +41,7 @@ OPS: tuple[str, ...] = ("conv", "conv_transpose")
 DIALECTS: tuple[str, ...] = ("host", "cuda", "metal")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 #: Output channels per thread: every body is compiled once per tile size.
-TILES: tuple[int, ...] = (1, 4, 8)
+TILES: tuple[int, ...] = (1, 4, 8, 16, 32)
 
 #: Kernel argument names, in order (MLX builds the signature from them).
 INPUT_NAMES: tuple[str, ...] = ("x", "w", "bias", "params")

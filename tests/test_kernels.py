@@ -144,10 +144,14 @@ def test_every_tile_gives_the_same_bits(op: str, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize(
-    ("cout_g", "tile"), [(0, 1), (1, 1), (3, 1), (4, 4), (7, 4), (8, 8), (64, 8)]
+    ("cout_g", "tile"),
+    [(0, 1), (1, 1), (3, 1), (4, 4), (7, 4), (8, 8), (16, 16), (31, 16), (32, 32), (512, 32)],
 )
 def test_tile_choice(cout_g: int, tile: int) -> None:
-    assert plan.choose_tile(cout_g) == tile
+    assert plan.choose_tile(cout_g, "cuda") == tile
+    assert plan.choose_tile(cout_g, "host") == min(tile, 8)
+    with pytest.raises(ValueError, match="dialect must be one of"):
+        plan.choose_tile(cout_g, "vulkan")
 
 
 def test_threads_cover_partial_tiles() -> None:
