@@ -38,9 +38,10 @@ class Plan:
 
 #: The largest tile worth using per dialect. On a GPU each lane's input row is its own cache
 #: line, so the loads an input element serves bound the speed and wider tiles win (up to 32
-#: output channels per thread); a CPU core has 16 vector registers, and past 8 accumulators the
-#: host build spills (dcgan-g3: 76 ms at tile 8, 125 ms at tile 32).
-MAX_TILE: dict[str, int] = {"host": 8, "cuda": 32, "metal": 8}
+#: output channels per thread; H200: device/results/). On the host (2-core AVX2, `nox -s bench
+#: -- -k kernels_host_tiles`) tile 4 is fastest on 4 of the 6 bench layers and wider tiles
+#: spill registers (dcgan-g3: 56 ms at tile 4, 78 at 8, 95 at 32).
+MAX_TILE: dict[str, int] = {"host": 4, "cuda": 32, "metal": 8}
 
 
 def choose_tile(out_channels_per_group: int, dialect: str = "host") -> int:

@@ -149,7 +149,7 @@ def test_every_tile_gives_the_same_bits(op: str, data: st.DataObject) -> None:
 )
 def test_tile_choice(cout_g: int, tile: int) -> None:
     assert plan.choose_tile(cout_g, "cuda") == tile
-    assert plan.choose_tile(cout_g, "host") == min(tile, 8)
+    assert plan.choose_tile(cout_g, "host") == min(tile, 4)
     with pytest.raises(ValueError, match="dialect must be one of"):
         plan.choose_tile(cout_g, "vulkan")
 
