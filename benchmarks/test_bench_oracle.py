@@ -1,26 +1,33 @@
-"""The float64 oracle at real sizes (pytest-benchmark; ``nox -s bench``).
+"""The float64 oracle at real sizes, on the path the harness runs (pytest-benchmark;
+``nox -s bench``).
 
 Every unique layer shape (case id without its dtype) of the real-network corpus
 (``cases/{dcgan,unet2d,unet3d,vae3d,hifigan,depthwise,speech_conv1d}.toml``) and of
 :data:`benchmarks.layers.LAYERS` is timed four ways, all float64 on the CPU:
 
-* ``reference-f64``: the public op (:func:`reference.ops.run_op`, bias included), formulation
-  picked by :func:`reference.core.choose_formulation`;
-* ``torch-cpu-f64``: ``torch.nn.functional`` on the same values in PyTorch's layout;
-* ``per-tap`` and ``im2col``: the op with that formulation forced (no bias), the
-  numbers behind the chooser's thresholds.
+* ``reference-bound``: what the runner calls for every case,
+  :func:`conformance.inputs.run_reference` (the output and the error bound's inputs), on the
+  harness's own inputs, formulation picked by :func:`reference.core.choose_formulation`;
+* ``torch-cpu-f64``: ``torch.nn.functional`` in float64 on the same values in PyTorch's layout
+  (tensors built before timing);
+* ``per-tap`` and ``im2col``: the op alone (no bound, no bias) with that formulation forced,
+  the numbers behind the chooser's thresholds.
 
-Both sides get float64 arrays built before timing (the conversion from the case's float32 inputs
-is not timed for either). The reference's peak memory is measured once more, untimed, with
-``tracemalloc`` (NumPy reports its allocations to it) on the harness's own float32 inputs, as a
-ratio to the float64 bytes of input, weight, bias and output.
+The first two are timed twice: ``idle``, and ``loaded``, with one busy neighbour process (a
+spinning Python loop) beside the benchmark, as on a CI machine or in a ``-n auto`` run where
+other workers want the cores. The reference's peak memory is measured once more, untimed, with
+``tracemalloc`` (NumPy reports its allocations to it), as a ratio to the float64 bytes of input,
+weight, bias and output.
 
 The conftest prints the "oracle" and "formulations" tables. No assertions on time.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import lru_cache
 
@@ -33,7 +40,7 @@ from conformance.backends.base import channels_first
 from conformance.backends.torch_backend import torch_weight
 from conformance.case import Case
 from conformance.corpus import load_corpus
-from conformance.inputs import Inputs, make_inputs
+from conformance.inputs import Inputs, make_inputs, run_reference
 from reference.core import (
     FORMULATIONS,
     auto_formulation,
@@ -41,8 +48,29 @@ from reference.core import (
 from reference.ops import run_op
 from reference.params import check_params, check_shapes
 
-IMPLS = ("reference-f64", "torch-cpu-f64", *FORMULATIONS)
+IMPLS = ("reference-bound", "torch-cpu-f64", *FORMULATIONS)
+LOADS = ("idle", "loaded")
 ROUNDS = 7
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def busy_neighbour(load: str) -> Iterator[None]:
+    """With ``load == "loaded"``, one other process spinning on a core for the duration."""
+    if load == "idle":
+        yield
+        return
+    proc = mp.get_context("spawn").Process(target=_spin, daemon=True)
+    proc.start()
+    try:
+        yield
+    finally:
+        proc.kill()
+        proc.join()
 
 
 def shape_id(case: Case) -> str:
@@ -91,10 +119,10 @@ def inputs_f64(case: Case) -> Inputs:
     return Inputs(src.x.astype(np.float64), src.w.astype(np.float64), bias)
 
 
-def reference_f64(case: Case, inputs: Inputs) -> np.ndarray:
-    return run_op(
-        case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
-    )
+@lru_cache(maxsize=4)
+def harness_inputs(case: Case) -> Inputs:
+    """The inputs the runner gives the reference (the case dtype's values as float32)."""
+    return make_inputs(case)
 
 
 def reference_forced(case: Case, inputs: Inputs, formulation: str) -> np.ndarray:
@@ -125,7 +153,7 @@ def peak_memory_ratio(case: Case) -> float:
     inputs = make_inputs(case)
     tracemalloc.start()
     try:
-        out = reference_f64(case, inputs)
+        out = run_reference(case, inputs).out
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -134,12 +162,15 @@ def peak_memory_ratio(case: Case) -> float:
     return peak / (8 * counted)
 
 
+@pytest.mark.parametrize("load", LOADS)
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("label", list(CASES))
-def test_oracle(benchmark, label, impl):
+def test_oracle(benchmark, label, impl, load):
     case = CASES[label]
+    if impl in FORMULATIONS and load != "idle":
+        pytest.skip("formulations are compared idle only")
     inputs = inputs_f64(case)
-    benchmark.group = f"oracle {label}"
+    benchmark.group = f"oracle {label} {load}"
     benchmark.extra_info["gflop"] = flops(case) / 1e9
     if impl == "torch-cpu-f64":
         torch = pytest.importorskip("torch")
@@ -149,19 +180,20 @@ def test_oracle(benchmark, label, impl):
             None if inputs.bias is None else torch.from_numpy(inputs.bias),
         )
         fn, args = torch_f64, (case, tensors)
-    elif impl == "reference-f64":
-        fn, args = reference_f64, (case, inputs)
+    elif impl == "reference-bound":
+        fn, args = run_reference, (case, harness_inputs(case))
     else:
         fn, args = reference_forced, (case, inputs, impl)
-    benchmark.pedantic(fn, args=args, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    with busy_neighbour(load):
+        benchmark.pedantic(fn, args=args, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     median = benchmark.stats.stats.median
     chosen = chosen_formulation(case)
     benchmark.extra_info["formulation"] = chosen
     if impl in FORMULATIONS:
         record("formulations", label, impl, median, flops(case), chosen=chosen)
         return
-    info = {}
-    if impl == "reference-f64":
-        info = {"memory_ratio": peak_memory_ratio(case), "formulation": chosen}
+    info: dict = {"load": load}
+    if impl == "reference-bound" and load == "idle":
+        info |= {"memory_ratio": peak_memory_ratio(case), "formulation": chosen}
         benchmark.extra_info.update(info)
     record("oracle", label, impl, median, flops(case), **info)

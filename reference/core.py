@@ -69,6 +69,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from reference.threads import blas_threads_for
+
 #: Largest per-block temporary (patch matrices, window copies, products), in bytes. 4 MiB:
 #: smaller blocks keep the scatter's output region in cache across taps (the 3-D U-Net decoder,
 #: 2x16x32x32x64 -> 32, k2 s2: 47 ms with 1 MiB, 55 ms with 4 MiB, 63 ms with 16 MiB on one
@@ -81,7 +83,11 @@ FORMULATIONS = ("per-tap", "im2col")
 
 @dataclass(frozen=True)
 class ConvResult:
-    """Output of a reference op; ``abs_sum`` and ``terms`` are ``None`` unless requested."""
+    """Output of a reference op; ``abs_sum`` and ``terms`` are ``None`` unless requested.
+
+    ``abs_sum``: per output element, ``sum |x||w|`` (plus ``|b|``) over its terms, or an upper
+    bound on it by at most a relative ``2 (terms + 1) 2^-24`` (see :func:`_abs_sums`); ``terms``:
+    how many terms (a read-only broadcast view)."""
 
     out: np.ndarray
     abs_sum: np.ndarray | None = None
@@ -292,10 +298,10 @@ def grouped_matmul(a: np.ndarray, wg: np.ndarray, out: np.ndarray) -> None:
         np.matmul(a3.transpose(1, 0, 2), wg, out=o3.transpose(1, 0, 2))
 
 
-def matrix_view(a: np.ndarray) -> np.ndarray | None:
+def matrix_view(a: np.ndarray, dtype: type = np.float64) -> np.ndarray | None:
     """``a`` (..., C) as an (M, C) matrix view without copying, or None if its leading axes do not
-    merge into one strided axis (then the caller copies) or it is not float64."""
-    if a.dtype != np.float64 or a.strides[-1] != a.itemsize:
+    merge into one strided axis (then the caller copies) or it is not of ``dtype``."""
+    if a.dtype != dtype or a.strides[-1] != a.itemsize:
         return None
     lead = [(n, s) for n, s in zip(a.shape[:-1], a.strides[:-1]) if n != 1]
     if any(s0 != s1 * n1 for (_, s0), (n1, s1) in zip(lead, lead[1:])):
@@ -308,9 +314,9 @@ def matrix_view(a: np.ndarray) -> np.ndarray | None:
 
 
 def _as_matrix(a: np.ndarray, scratch: _Scratch) -> np.ndarray:
-    """``a`` as a float64 (M, C) matrix: a view when possible, else copied (and cast) into
-    ``scratch``."""
-    view = matrix_view(a)
+    """``a`` as an (M, C) matrix of the scratch's dtype: a view when possible, else copied (and
+    cast) into ``scratch``."""
+    view = matrix_view(a, scratch.dtype)
     if view is not None:
         return view
     dst = scratch.take((math.prod(a.shape[:-1]), a.shape[-1]))
@@ -318,27 +324,30 @@ def _as_matrix(a: np.ndarray, scratch: _Scratch) -> np.ndarray:
     return dst
 
 
-def _weight_view(w: np.ndarray, groups: int, order: Sequence[int]) -> np.ndarray:
+def _weight_view(
+    w: np.ndarray, groups: int, order: Sequence[int], dtype: type = np.float64
+) -> np.ndarray:
     """``w`` (C_out, *K, C_in/g) as float64 (one copy only if it is not already contiguous
     float64), split to (G, C_out/g, *K, C_in/g) and its axes permuted by ``order``: a view, so
     small-batch layers do not pay a weight-sized transpose. Never flipped: a flipped gather
     applies tap ``t``'s weight at kernel position ``K - 1 - t`` (its spans)."""
     c_out, *kernel, c_in_g = w.shape
-    w64 = np.ascontiguousarray(w, dtype=np.float64)
+    w64 = np.ascontiguousarray(w, dtype=dtype)
     return w64.reshape(groups, c_out // groups, *kernel, c_in_g).transpose(order)
 
 
 class _Scratch:
-    """A reusable float64 buffer of ``size`` elements, allocated on first use (blocks come
-    largest first, so one allocation serves them all)."""
+    """A reusable buffer of ``size`` elements (float64 unless told), allocated on first use
+    (blocks come largest first, so one allocation serves them all)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, dtype: type = np.float64) -> None:
         self.size = size
+        self.dtype = dtype
         self.buf: np.ndarray | None = None
 
     def take(self, shape: Sequence[int]) -> np.ndarray:
         if self.buf is None:
-            self.buf = np.empty(self.size)
+            self.buf = np.empty(self.size, self.dtype)
         return self.buf[: math.prod(shape)].reshape(shape)
 
 
@@ -386,6 +395,7 @@ class _Geometry:
     c_out: int
     groups: int
     taps: tuple[_Tap, ...]
+    dtype: type = np.float64  # of the products and the output (float32 for the bound's sums)
 
 
 def _first_block_rows(n: int, rows: int, row_elems: int, budget_elems: int) -> int:
@@ -400,13 +410,13 @@ def _first_block_rows(n: int, rows: int, row_elems: int, budget_elems: int) -> i
 def _gather_per_tap(x, w, bias, geo: _Geometry, budget: int) -> np.ndarray:
     n, out_size, c_in, c_out, groups = geo.n, geo.out_size, geo.c_in, geo.c_out, geo.groups
     nd = len(out_size)
-    out = np.empty((n, *out_size, c_out))
+    out = np.empty((n, *out_size, c_out), geo.dtype)
     row_pos = math.prod(out_size[1:])
     row = row_elements("per-tap", False, row_pos, c_in, c_out, len(geo.taps))
     # (G, Cout_g, *K, Cin_g) -> (*K, G, Cin_g, Cout_g): one (G, Cin_g, Cout_g) operand per tap.
-    wk = _weight_view(w, groups, (*range(2, 2 + nd), 0, 2 + nd, 1))
+    wk = _weight_view(w, groups, (*range(2, 2 + nd), 0, 2 + nd, 1), geo.dtype)
     m_max = _first_block_rows(n, out_size[0], row, budget // 8) * row_pos
-    windows, products = _Scratch(m_max * c_in), _Scratch(m_max * c_out)
+    windows, products = _Scratch(m_max * c_in, geo.dtype), _Scratch(m_max * c_out, geo.dtype)
     # Taps whose region is all of every block's axes 1.. (unit steps) may write a block directly.
     inner_full = [
         all(s.out_step == 1 and s.count == o for s, o in zip(t.spans[1:], out_size[1:]))
@@ -459,7 +469,9 @@ def _zero_outside(col: np.ndarray, spans: Sequence[Span]) -> None:
         inner.append(slice(lo, hi))
 
 
-def _im2col_weight(w: np.ndarray, bias: np.ndarray | None, groups: int) -> np.ndarray:
+def _im2col_weight(
+    w: np.ndarray, bias: np.ndarray | None, groups: int, dtype: type = np.float64
+) -> np.ndarray:
     """im2col's (G, K * Cin_g [+ 1], Cout_g) weight: rows tap-major, matching the patch matrix's
     (G, K, Cin_g) columns. A view of ``w`` without bias; with one, a copy whose last row per
     group is the bias, so the product adds it (its column of the patch matrix holds ones) and
@@ -468,8 +480,8 @@ def _im2col_weight(w: np.ndarray, bias: np.ndarray | None, groups: int) -> np.nd
     nd, taps, c_out_g = len(kernel), math.prod(kernel), c_out // groups
     order = (0, *range(2, 3 + nd), 1)  # (G, Cout_g, *K, Cin_g) -> (G, *K, Cin_g, Cout_g)
     if bias is None:
-        return _weight_view(w, groups, order).reshape(groups, taps * c_in_g, c_out_g)
-    wg = np.empty((groups, taps * c_in_g + 1, c_out_g))
+        return _weight_view(w, groups, order, dtype).reshape(groups, taps * c_in_g, c_out_g)
+    wg = np.empty((groups, taps * c_in_g + 1, c_out_g), dtype)
     rows = wg[:, :-1, :].reshape(groups, *kernel, c_in_g, c_out_g)
     np.copyto(rows, w.reshape(groups, c_out_g, *kernel, c_in_g).transpose(order))
     wg[:, -1, :] = bias.reshape(groups, c_out_g)
@@ -479,17 +491,17 @@ def _im2col_weight(w: np.ndarray, bias: np.ndarray | None, groups: int) -> np.nd
 def _gather_im2col(x, w, bias, geo: _Geometry, budget: int) -> np.ndarray:
     n, out_size, c_in, c_out, groups = geo.n, geo.out_size, geo.c_in, geo.c_out, geo.groups
     taps, c_in_g = len(geo.taps), c_in // groups
-    out = np.empty((n, *out_size, c_out))  # every block is written whole by its product
+    out = np.empty((n, *out_size, c_out), geo.dtype)  # every block is written whole by its product
     # Fusing the bias costs a transposed weight copy: worth it when the output pass it saves
     # is larger (``conv1d c1x512 k10``: 0.56 -> 0.47 ms), not for small outputs of large weights
     # (``conv1d c80x512 k7``: 0.55 -> 0.75 ms).
     fused = bias is not None and w.size <= out.size
-    wg = _im2col_weight(w, bias if fused else None, groups)
+    wg = _im2col_weight(w, bias if fused else None, groups, geo.dtype)
     width = wg.shape[1]  # columns of the patch matrix per group (+1: the bias's ones)
     row_pos = math.prod(out_size[1:])
     row = row_pos * groups * width
     m_max = _first_block_rows(n, out_size[0], row, budget // 8) * row_pos
-    scratch = _Scratch(m_max * groups * width)
+    scratch = _Scratch(m_max * groups * width, geo.dtype)
     for bs, rs in blocks(n, out_size[0], row, budget // 8):
         oblk = out[bs, rs]
         m_blk = oblk.size // c_out
@@ -530,16 +542,18 @@ def _scatter(x, w, geo: _Geometry, im2col: bool, budget: int, out: np.ndarray) -
     nd, taps = len(size), len(geo.taps)
     c_in_g, c_out_g = c_in // groups, c_out // groups
     row_pos = math.prod(size[1:])
-    input_copy = not (x.dtype == np.float64 and x.flags.c_contiguous)
+    input_copy = not (x.dtype == geo.dtype and x.flags.c_contiguous)
     formulation = "im2col" if im2col else "per-tap"
     row = row_elements(formulation, True, row_pos, c_in, c_out, taps, input_copy)
     if im2col:  # (G, Cout_g, *K, Cin_g) -> (G, Cin_g, Cout_g, *K) -> (G, Cin_g, Cout_g * K)
-        wk = _weight_view(w, groups, (0, 2 + nd, 1, *range(2, 2 + nd))).reshape(groups, c_in_g, -1)
+        wk = _weight_view(w, groups, (0, 2 + nd, 1, *range(2, 2 + nd)), geo.dtype).reshape(
+            groups, c_in_g, -1
+        )
     else:  # (*K, G, Cin_g, Cout_g)
-        wk = _weight_view(w, groups, (*range(2, 2 + nd), 0, 2 + nd, 1))
+        wk = _weight_view(w, groups, (*range(2, 2 + nd), 0, 2 + nd, 1), geo.dtype)
     width = c_out * (taps if im2col else 1)
     m_max = _first_block_rows(n, size[0], row, budget // 8) * row_pos
-    inputs, products = _Scratch(m_max * c_in), _Scratch(m_max * width)
+    inputs, products = _Scratch(m_max * c_in, geo.dtype), _Scratch(m_max * width, geo.dtype)
     channels_first = (nd + 1, nd + 2, *range(nd + 1))  # (nb, *S, G, Cout_g) -> (G, Cout_g, nb, *S)
     for bs, rs in blocks(n, size[0], row, budget // 8):
         xblk = x[bs, rs]
@@ -584,18 +598,94 @@ def _with_bound(
     with_bound: bool,
 ) -> ConvResult:
     b = None if bias is None else np.asarray(bias, np.float64)
+    # Products of one op: every weight element meets every input position once (an estimate
+    # for strided ops, which is all the thread choice needs).
+    macs = w.size * (x.size // max(x.shape[-1], 1)) * (2 if with_bound else 1)
+    f32_sums = macs >= F32_SUMS_MIN_MACS
+    if macs < TINY_OP_MACS:  # BLAS runs these on one thread anyway: no setting to change
+        return _compute_with_bound(compute, x, w, b, groups, with_bound, f32_sums)
+    with blas_threads_for(macs):
+        return _compute_with_bound(compute, x, w, b, groups, with_bound, f32_sums)
+
+
+#: float32 unit roundoff and half its smallest subnormal spacing: the error of one rounding.
+U32 = 2.0**-24
+TINY32 = 2.0**-150
+#: Ops (output and bound, in multiply-adds) below which the bound's sums stay in float64 (the
+#: float32 path's casts and checks cost more than the products save) and below which no BLAS
+#: thread setting is made (OpenBLAS runs such products on one thread by itself).
+F32_SUMS_MIN_MACS = 1 << 22
+TINY_OP_MACS = 1 << 16
+#: The float32 sums serve as long as ``(terms + 1) * U32`` stays below this (terms < 1.6e5);
+#: past it, and wherever they overflow, the bound's sums are computed in float64.
+F32_SUMS_MAX_GAMMA = 0.01
+
+
+def _compute_with_bound(
+    compute: Callable[..., np.ndarray],
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    groups: int,
+    with_bound: bool,
+    f32_sums: bool = True,
+) -> ConvResult:
     out = compute(x, w, groups, b)
     if not with_bound:
         return ConvResult(out)
-    abs_sum = compute(np.abs(x), np.abs(w), groups, None if b is None else np.abs(b))
     # The number of terms does not depend on batch or channel: count taps on one channel, then
     # multiply by the channels each output element reduces over (plus one for the bias).
     ones_x = np.ones((1, *x.shape[1:-1], 1))
     ones_w = np.ones((1, *w.shape[1:-1], 1))
     per_position = np.rint(compute(ones_x, ones_w, 1, None)).astype(np.int64)
     per_element = per_position * (x.shape[-1] // groups) + (b is not None)
-    terms = np.broadcast_to(per_element, out.shape)
-    return ConvResult(out, abs_sum, terms.copy())  # a fresh, writable, contiguous int64 array
+    terms = np.broadcast_to(per_element, out.shape)  # read-only; the diff only reads it
+    if f32_sums:
+        abs_sum = _abs_sums(compute, x, w, b, groups, per_element)
+    else:
+        abs_sum = compute(np.abs(x), np.abs(w), groups, None if b is None else np.abs(b))
+    return ConvResult(out, abs_sum, terms)
+
+
+def _abs_sums(
+    compute: Callable[..., np.ndarray],
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    groups: int,
+    terms: np.ndarray,
+) -> np.ndarray:
+    """``sum |x||w|`` (plus ``|b|``) per output element, or an upper bound on it within a
+    relative ``2 (terms + 1) 2^-24``: computed in float32 (half the cost of float64), then raised
+    by what float32 rounding can have taken off.
+
+    Every term is non-negative and passes through at most ``terms + 1`` roundings (its product,
+    then each addition: within the products, across taps and blocks, the bias), whatever the
+    summation order, so the float32 sum ``s`` satisfies ``s >= S (1 - U32)^(n+1) - (n+1) TINY32``
+    (the second part: products that underflow). Hence ``S <= (s + (n+1) TINY32) / (1 - g)`` with
+    ``g = (n+1) U32 / (1 - (n+1) U32) >= 1 - (1 - U32)^(n+1)``: the bound never shrinks, so a
+    correct kernel cannot fail by it. Where that factor is not small, or the float32 sum
+    overflows (bfloat16 inputs near float32's range), the sums are computed in float64 instead.
+    """
+    ab = None if b is None else np.abs(b)
+    n1 = float(terms.max(initial=0)) + 1
+    if n1 * U32 < F32_SUMS_MAX_GAMMA and np.all(np.isfinite(x)) and np.all(np.isfinite(w)):
+        with np.errstate(over="ignore", under="ignore"):  # both are handled below
+            s32 = compute(
+                np.abs(x).astype(np.float32, copy=False),
+                np.abs(w).astype(np.float32, copy=False),
+                groups,
+                None if ab is None else ab.astype(np.float32),
+                np.float32,
+            )
+        if np.all(np.isfinite(s32)):
+            k = terms.astype(np.float64) + 1  # per position: (1, *O, 1)
+            upper = s32.astype(np.float64)
+            del s32
+            upper += k * TINY32
+            upper /= 1 - k * U32 / (1 - k * U32)
+            return upper
+    return compute(np.abs(x), np.abs(w), groups, ab)
 
 
 def _pad_or_crop(x: np.ndarray, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
@@ -728,7 +818,13 @@ def conv_general(
     nd = x.ndim - 2
     input_dilation = tuple(input_dilation or (1,) * nd)
 
-    def compute(xv: np.ndarray, wv: np.ndarray, groups: int, bv: np.ndarray | None) -> np.ndarray:
+    def compute(
+        xv: np.ndarray,
+        wv: np.ndarray,
+        groups: int,
+        bv: np.ndarray | None,
+        dtype: type = np.float64,
+    ) -> np.ndarray:
         n, *size, c_in = xv.shape
         c_out, *kernel, _ = wv.shape
         dilated = [(s - 1) * d + 1 for s, d in zip(size, input_dilation)]
@@ -740,7 +836,7 @@ def conv_general(
         )
         out_shape = (n, *out_size, c_out)
         if n == 0 or 0 in out_size:
-            return np.zeros(out_shape)
+            return np.zeros(out_shape, dtype)
         taps = _gather_taps(
             _ints(kernel),
             _ints(size),
@@ -751,7 +847,7 @@ def conv_general(
             _ints(input_dilation),
             bool(flip),
         )
-        geo = _Geometry(n, tuple(size), out_size, c_in, c_out, groups, taps)
+        geo = _Geometry(n, tuple(size), out_size, c_in, c_out, groups, taps, dtype)
         budget = block_bytes or block_budget(xv.shape, wv.shape, out_shape)
         chosen = _resolve(
             formulation,
@@ -794,7 +890,13 @@ def conv_transpose_general(
     """
     _check_formulation(formulation)
 
-    def compute(xv: np.ndarray, wv: np.ndarray, groups: int, bv: np.ndarray | None) -> np.ndarray:
+    def compute(
+        xv: np.ndarray,
+        wv: np.ndarray,
+        groups: int,
+        bv: np.ndarray | None,
+        dtype: type = np.float64,
+    ) -> np.ndarray:
         n, *size, c_in = xv.shape
         c_out, *kernel, _ = wv.shape
         out_size = tuple(
@@ -804,9 +906,9 @@ def conv_transpose_general(
             )
         )
         if bv is None:
-            out = np.zeros((n, *out_size, c_out))
+            out = np.zeros((n, *out_size, c_out), dtype)
         else:
-            out = np.empty((n, *out_size, c_out))
+            out = np.empty((n, *out_size, c_out), dtype)
             out[...] = bv
         if n == 0 or 0 in out_size:
             return out
@@ -818,7 +920,7 @@ def conv_transpose_general(
             _ints(padding_lo),
             _ints(dilation),
         )
-        geo = _Geometry(n, tuple(size), out_size, c_in, c_out, groups, taps)
+        geo = _Geometry(n, tuple(size), out_size, c_in, c_out, groups, taps, dtype)
         budget = block_bytes or block_budget(xv.shape, wv.shape, out.shape)
         chosen = _resolve(
             formulation,

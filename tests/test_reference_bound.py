@@ -1,0 +1,95 @@
+"""The error bound's sums (``ConvResult.abs_sum``) are computed in float32 and raised by their
+worst-case rounding (reference/core.py, ``_abs_sums``): never below ``sum |x||w|``, above it by
+at most a relative ``2 (terms + 1) 2^-24``; in float64 where float32 would overflow or the
+inputs are not finite. Small ops keep float64 sums (``core.F32_SUMS_MIN_MACS``); these tests
+force the float32 path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reference import core
+from reference.ops import run_op
+from tests.test_reference import (
+    OPS,
+    inputs_for,
+    literal_conv,
+    literal_conv_transpose,
+    prop,
+    tiny_params,
+)
+
+
+def _run(op: str, p: dict, x, w, b):
+    kw = dict(stride=p["stride"], padding=p["padding"], dilation=p["dilation"], groups=p["groups"])
+    ndim, transposed = OPS[op]
+    # The literal definition on float64 copies: its sums in float64 are the exact ones here.
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    b64 = None if b is None else b.astype(np.float64)
+    if transposed:
+        kw["output_padding"] = p["output_padding"]
+        want = literal_conv_transpose(x64, w64, b64, **kw)
+    else:
+        want = literal_conv(x64, w64, b64, **kw)
+    got = run_op(op, ndim, transposed, x, w, b, with_bound=True, **kw)
+    return got, want
+
+
+@pytest.fixture
+def always_float32_sums(monkeypatch):
+    """The float32 path for every op, however small (by default small ops stay in float64)."""
+    monkeypatch.setattr(core, "F32_SUMS_MIN_MACS", 0)
+
+
+@pytest.mark.usefixtures("always_float32_sums")
+@pytest.mark.parametrize("op", list(OPS))
+@prop(40)
+@given(data=st.data(), scale=st.sampled_from([1.0, 1e-3, 1e3]))
+def test_float32_sums_bound_the_exact_ones(op, data, scale):
+    """Real-valued inputs (not the integers of the literal-definition tests, whose float32 sums
+    are exact): the sums bracket the float64 literal ones."""
+    p = data.draw(tiny_params(op))
+    rng = np.random.default_rng(p["seed"])
+    x, w, b = inputs_for(p)
+    x = rng.uniform(-scale, scale, x.shape).astype(np.float32)
+    w = rng.uniform(-1, 1, w.shape).astype(np.float32)
+    b = None if b is None else rng.uniform(-1, 1, b.shape).astype(np.float32)
+    got, want = _run(op, p, x, w, b)
+    exact, terms = want[1], want[2]
+    assert np.all(got.abs_sum >= exact * (1 - 1e-12)), np.min(got.abs_sum - exact)
+    slack = exact * 2.0 * (terms + 1) * 2.0**-24 * 1.01 + (terms + 1) * 2.0**-149
+    assert np.all(got.abs_sum - exact <= slack)
+
+
+@pytest.mark.usefixtures("always_float32_sums")
+def test_overflowing_float32_sums_fall_back_to_float64():
+    """bfloat16 reaches float32's range: products of 1e30 would overflow float32 (inf would
+    make every error pass); the sums are then float64 and exact."""
+    x = np.full((1, 4, 2), 1e30)
+    w = np.full((3, 2, 2), 1e30)
+    got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
+    assert np.all(np.isfinite(got.abs_sum))
+    np.testing.assert_allclose(got.abs_sum, np.full((1, 3, 3), 4e60), rtol=1e-14)
+
+
+@pytest.mark.usefixtures("always_float32_sums")
+def test_underflowing_products_still_bounded():
+    """Products below float32's subnormals round to 0 there; the allowance covers them."""
+    x = np.full((1, 4, 2), 1e-30)
+    w = np.full((3, 2, 2), 1e-30)
+    got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
+    assert np.all(got.abs_sum >= 4e-60)
+    assert np.all(got.abs_sum < 1e-40)
+
+
+@pytest.mark.usefixtures("always_float32_sums")
+def test_non_finite_inputs_use_float64_sums():
+    x = np.ones((1, 4, 2))
+    x[0, 1, 0] = np.nan
+    w = np.ones((3, 2, 2))
+    got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
+    assert np.isnan(got.abs_sum[0, 0, 0]) and np.isnan(got.abs_sum[0, 1, 0])
+    assert got.abs_sum[0, 2, 0] == 4.0  # exact: the float64 path
