@@ -589,8 +589,37 @@ def _scatter(x, w, geo: _Geometry, im2col: bool, budget: int, out: np.ndarray) -
 # --- entry points -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _TapCounts:
+    """How many kernel taps land on each output position (on real input elements): per axis a
+    count, since a tap lands iff it does along every axis, so the counts multiply."""
+
+    out_size: tuple[int, ...]
+    taps: tuple[_Tap, ...]
+
+    def per_position(self) -> np.ndarray:
+        """Counts of shape ``(1, *out_size, 1)``, int64."""
+        axes = []
+        for a, n in enumerate(self.out_size):
+            count = np.zeros(n, np.int64)
+            seen: set[int] = set()
+            for tap in self.taps:
+                if tap.index[a] in seen:
+                    continue
+                seen.add(tap.index[a])
+                span = tap.spans[a]
+                if span.count:
+                    count[span.out_slice()] += 1
+            axes.append(count)
+        if not axes:
+            return np.zeros((1, 1), np.int64)
+        per = functools.reduce(np.multiply.outer, axes)
+        return per.reshape(1, *self.out_size, 1)
+
+
 def _with_bound(
-    compute: Callable[[np.ndarray, np.ndarray, int, np.ndarray | None], np.ndarray],
+    compute: Callable[..., np.ndarray],
+    counts: _TapCounts,
     x: np.ndarray,
     w: np.ndarray,
     bias: np.ndarray | None,
@@ -603,9 +632,9 @@ def _with_bound(
     macs = w.size * (x.size // max(x.shape[-1], 1)) * (2 if with_bound else 1)
     f32_sums = macs >= F32_SUMS_MIN_MACS
     if macs < TINY_OP_MACS:  # BLAS runs these on one thread anyway: no setting to change
-        return _compute_with_bound(compute, x, w, b, groups, with_bound, f32_sums)
+        return _compute_with_bound(compute, counts, x, w, b, groups, with_bound, f32_sums)
     with blas_threads_for(macs):
-        return _compute_with_bound(compute, x, w, b, groups, with_bound, f32_sums)
+        return _compute_with_bound(compute, counts, x, w, b, groups, with_bound, f32_sums)
 
 
 #: float32 unit roundoff and half its smallest subnormal spacing: the error of one rounding.
@@ -623,6 +652,7 @@ F32_SUMS_MAX_GAMMA = 0.01
 
 def _compute_with_bound(
     compute: Callable[..., np.ndarray],
+    counts: _TapCounts,
     x: np.ndarray,
     w: np.ndarray,
     b: np.ndarray | None,
@@ -633,12 +663,9 @@ def _compute_with_bound(
     out = compute(x, w, groups, b)
     if not with_bound:
         return ConvResult(out)
-    # The number of terms does not depend on batch or channel: count taps on one channel, then
-    # multiply by the channels each output element reduces over (plus one for the bias).
-    ones_x = np.ones((1, *x.shape[1:-1], 1))
-    ones_w = np.ones((1, *w.shape[1:-1], 1))
-    per_position = np.rint(compute(ones_x, ones_w, 1, None)).astype(np.int64)
-    per_element = per_position * (x.shape[-1] // groups) + (b is not None)
+    # The number of terms does not depend on batch or channel: the taps that land on each
+    # position, times the channels each output element reduces over (plus one for the bias).
+    per_element = counts.per_position() * (x.shape[-1] // groups) + (b is not None)
     terms = np.broadcast_to(per_element, out.shape)  # read-only; the diff only reads it
     if f32_sums:
         abs_sum = _abs_sums(compute, x, w, b, groups, per_element)
@@ -818,15 +845,8 @@ def conv_general(
     nd = x.ndim - 2
     input_dilation = tuple(input_dilation or (1,) * nd)
 
-    def compute(
-        xv: np.ndarray,
-        wv: np.ndarray,
-        groups: int,
-        bv: np.ndarray | None,
-        dtype: type = np.float64,
-    ) -> np.ndarray:
-        n, *size, c_in = xv.shape
-        c_out, *kernel, _ = wv.shape
+    def geometry(size: Sequence[int], kernel: Sequence[int]) -> tuple[tuple[int, ...], tuple]:
+        """Output size and taps of spatial ``size`` with a ``kernel`` (taps empty if no output)."""
         dilated = [(s - 1) * d + 1 for s, d in zip(size, input_dilation)]
         out_size = tuple(
             int(max(0, (s + lo + hi - d * (k - 1) - 1) // st + 1))
@@ -834,9 +854,8 @@ def conv_general(
                 dilated, padding_lo, padding_hi, kernel_dilation, kernel, stride
             )
         )
-        out_shape = (n, *out_size, c_out)
-        if n == 0 or 0 in out_size:
-            return np.zeros(out_shape, dtype)
+        if 0 in out_size:
+            return out_size, ()
         taps = _gather_taps(
             _ints(kernel),
             _ints(size),
@@ -847,6 +866,21 @@ def conv_general(
             _ints(input_dilation),
             bool(flip),
         )
+        return out_size, taps
+
+    def compute(
+        xv: np.ndarray,
+        wv: np.ndarray,
+        groups: int,
+        bv: np.ndarray | None,
+        dtype: type = np.float64,
+    ) -> np.ndarray:
+        n, *size, c_in = xv.shape
+        c_out, *kernel, _ = wv.shape
+        out_size, taps = geometry(size, kernel)
+        out_shape = (n, *out_size, c_out)
+        if n == 0 or 0 in out_size:
+            return np.zeros(out_shape, dtype)
         geo = _Geometry(n, tuple(size), out_size, c_in, c_out, groups, taps, dtype)
         budget = block_bytes or block_budget(xv.shape, wv.shape, out_shape)
         chosen = _resolve(
@@ -861,7 +895,8 @@ def conv_general(
         fn = _gather_im2col if chosen == "im2col" else _gather_per_tap
         return fn(xv, wv, bv, geo, budget)
 
-    return _with_bound(compute, x, w, bias, groups, with_bound)
+    out_size, taps = geometry(x.shape[1:-1], w.shape[1:-1])
+    return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
 
 
 def conv_transpose_general(
@@ -890,6 +925,26 @@ def conv_transpose_general(
     """
     _check_formulation(formulation)
 
+    def geometry(size: Sequence[int], kernel: Sequence[int]) -> tuple[tuple[int, ...], tuple]:
+        """Output size and taps of spatial ``size`` with a ``kernel`` (taps empty if no output)."""
+        out_size = tuple(
+            int(max(0, (s - 1) * st + d * (k - 1) + 1 - lo - hi + op))
+            for s, st, d, k, lo, hi, op in zip(
+                size, stride, dilation, kernel, padding_lo, padding_hi, output_padding
+            )
+        )
+        if 0 in out_size:
+            return out_size, ()
+        taps = _scatter_taps(
+            _ints(kernel),
+            _ints(size),
+            out_size,
+            _ints(stride),
+            _ints(padding_lo),
+            _ints(dilation),
+        )
+        return out_size, taps
+
     def compute(
         xv: np.ndarray,
         wv: np.ndarray,
@@ -899,12 +954,7 @@ def conv_transpose_general(
     ) -> np.ndarray:
         n, *size, c_in = xv.shape
         c_out, *kernel, _ = wv.shape
-        out_size = tuple(
-            int(max(0, (s - 1) * st + d * (k - 1) + 1 - lo - hi + op))
-            for s, st, d, k, lo, hi, op in zip(
-                size, stride, dilation, kernel, padding_lo, padding_hi, output_padding
-            )
-        )
+        out_size, taps = geometry(size, kernel)
         if bv is None:
             out = np.zeros((n, *out_size, c_out), dtype)
         else:
@@ -912,14 +962,6 @@ def conv_transpose_general(
             out[...] = bv
         if n == 0 or 0 in out_size:
             return out
-        taps = _scatter_taps(
-            _ints(kernel),
-            _ints(size),
-            out_size,
-            _ints(stride),
-            _ints(padding_lo),
-            _ints(dilation),
-        )
         geo = _Geometry(n, tuple(size), out_size, c_in, c_out, groups, taps, dtype)
         budget = block_bytes or block_budget(xv.shape, wv.shape, out.shape)
         chosen = _resolve(
@@ -933,4 +975,5 @@ def conv_transpose_general(
         )
         return _scatter(xv, wv, geo, chosen == "im2col", budget, out)
 
-    return _with_bound(compute, x, w, bias, groups, with_bound)
+    out_size, taps = geometry(x.shape[1:-1], w.shape[1:-1])
+    return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
