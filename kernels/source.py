@@ -92,11 +92,19 @@ def param_slots() -> dict[str, int]:
     return slots
 
 
+#: Dialects whose prelude leaves the 4-wide accesses (KC_LOAD4, ...) to ``src/scalar4.h``.
+SCALAR_ACCESS: tuple[str, ...] = ("host", "metal")
+
+
 def header(dialect: str) -> str:
-    """Everything a dialect needs before the kernel function: parameter slots and prelude."""
+    """Everything a dialect needs before the kernel function: parameter slots and prelude (and
+    the scalar 4-wide accesses where the prelude has no vector ones)."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(DIALECTS)}")
-    return read("params.h") + "\n" + read(f"prelude_{dialect}.h")
+    parts = [read("params.h"), read(f"prelude_{dialect}.h")]
+    if dialect in SCALAR_ACCESS:
+        parts.append(read("scalar4.h"))
+    return "\n".join(parts)
 
 
 def check_tile(tile: int) -> int:

@@ -658,7 +658,7 @@ def _compute_with_bound(
     b: np.ndarray | None,
     groups: int,
     with_bound: bool,
-    f32_sums: bool = True,
+    f32_sums: bool,
 ) -> ConvResult:
     out = compute(x, w, groups, b)
     if not with_bound:

@@ -7,6 +7,7 @@
 //   KC_LOAD4(v, p)           v[0..3] = the 4 elements at p, as float (a vector load on CUDA)
 //   KC_STORE4(p, v)          p[0..3] = the 4 floats v rounded to T (a vector store on CUDA)
 //   KC_ALIGNED16(p)          whether KC_LOAD4/KC_STORE4 may use p (16-byte aligned where it matters)
+// (the last three: scalar4.h here and on Metal)
 // and, in scope where a body is pasted: kc_tid (this thread), KC_TILE (output channels per
 // thread, a compile-time constant), T (the element type), x, w, bias, params, out (pointers;
 // params is int32).
@@ -100,20 +101,3 @@ template <>
 inline kc_half kc_from_float<kc_half>(float v) { return kc_half{kc_half_bits(v)}; }
 template <>
 inline kc_bfloat kc_from_float<kc_bfloat>(float v) { return kc_bfloat{kc_bfloat_bits(v)}; }
-
-// Four scalar loads: the compiler vectorises what it can.
-#define KC_LOAD4(v, p)                \
-  {                                   \
-    (v)[0] = kc_to_float((p)[0]);     \
-    (v)[1] = kc_to_float((p)[1]);     \
-    (v)[2] = kc_to_float((p)[2]);     \
-    (v)[3] = kc_to_float((p)[3]);     \
-  }
-#define KC_STORE4(p, v)                            \
-  {                                                \
-    (p)[0] = kc_from_float<T>((v)[0]);             \
-    (p)[1] = kc_from_float<T>((v)[1]);             \
-    (p)[2] = kc_from_float<T>((v)[2]);             \
-    (p)[3] = kc_from_float<T>((v)[3]);             \
-  }
-#define KC_ALIGNED16(p) true
