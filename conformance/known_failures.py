@@ -175,6 +175,8 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     "output_padding_exceeds_padding_with_stride": lambda c: _any_axis(
         c, lambda s, k, st, p, d, o: st > 1 and o > p
     ),
+    # Valid when below the dilation (PyTorch's rule: output_padding < max(stride, dilation)).
+    "output_padding_at_least_stride": lambda c: _any_axis(c, lambda s, k, st, p, d, o: o >= st),
     "padded_with_unit_axis": lambda c: (
         any(p > 0 for p in c.padding) and (1 in c.spatial or 1 in _out_sizes(c))
     ),
@@ -386,9 +388,13 @@ def parse_file(path: Path) -> list[KnownFailure]:
             )
         if case is not None:
             try:
-                parse_id(case)
+                canonical = parse_id(case).id
             except ValueError as exc:
                 raise ValueError(f"{where}: 'case': {exc}") from None
+            if canonical != case:  # records carry canonical ids: this entry would never match
+                raise ValueError(
+                    f"{where}: 'case' {case!r} is not written canonically; write {canonical!r}"
+                )
         out.append(
             KnownFailure(
                 backend,

@@ -34,6 +34,10 @@ def test_shipped_files_parse_and_every_entry_has_a_reason():
         ("[[failure]]\nmatch = '*'\nreason = 'x'\nverdict = 'pass'\n", "failing verdict"),
         ("[[failure]]\nmatch = '*'\nreason = 'x'\nwhen = '__import__'\n", "'when' must name"),
         ("[[failure]]\ncase = 'conv9d-n1'\nreason = 'x'\n", "'case': case id"),
+        (
+            "[[failure]]\ncase = 'conv2d-n1-c1x1-s3x3-k2-f32'\nreason = 'x'\n",
+            "write 'conv2d-n1-c1x1-s3-k2-f32'",
+        ),
         ("[[failure]]\nmatch = '*'\nreason = 'x'\ncolour = 'red'\n", "unknown field(s) colour"),
         ("[[failure]]\nmatch = 3\nreason = 'x'\n", "'match' must be a string"),
         ("failure = 1\n", "array of tables"),
