@@ -95,14 +95,13 @@ def _torch_impl(case: Case, inputs, *, tf32: bool):
         raise Unavailable(f"PyTorch is not installed ({exc})") from None
     if not torch.cuda.is_available():
         raise Unavailable("PyTorch has no CUDA device here")
-    from conformance.backends.base import channels_first, channels_last
-    from conformance.backends.torch_backend import torch_weight
+    from conformance.backends.base import channels_first, channels_first_weight, channels_last
 
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     dev = "cuda"
     x = torch.from_numpy(np.ascontiguousarray(channels_first(inputs.x))).to(dev)
-    w = torch.from_numpy(np.ascontiguousarray(torch_weight(case, inputs.w))).to(dev)
+    w = torch.from_numpy(np.ascontiguousarray(channels_first_weight(case, inputs.w))).to(dev)
     b = None if inputs.bias is None else torch.from_numpy(inputs.bias).to(dev)
     fn = getattr(F, case.op)
     params = case.params()

@@ -36,8 +36,7 @@ import pytest
 
 from benchmarks.conftest import record
 from benchmarks.layers import LAYERS, REAL_NETWORK_CORPORA, flops, layer
-from conformance.backends.base import channels_first
-from conformance.backends.torch_backend import torch_weight
+from conformance.backends.base import channels_first, channels_first_weight
 from conformance.case import Case
 from conformance.corpus import load_corpus
 from conformance.inputs import Inputs, make_inputs, run_reference
@@ -176,7 +175,7 @@ def test_oracle(benchmark, label, impl, load):
         torch = pytest.importorskip("torch")
         tensors = (
             torch.from_numpy(channels_first(inputs.x)),
-            torch.from_numpy(torch_weight(case, inputs.w)),
+            torch.from_numpy(channels_first_weight(case, inputs.w)),
             None if inputs.bias is None else torch.from_numpy(inputs.bias),
         )
         fn, args = torch_f64, (case, tensors)

@@ -15,7 +15,7 @@ for availability and documented limitations:
 * ``torch-*`` (every :class:`~conformance.backends.torch_backend.TorchBackend`: CPU, CUDA, MPS,
   contiguous or channels-last): ``torch.autograd.grad`` in the case dtype; the input gradient
   goes back to channels-last, the weight gradient back to MLX layout with :func:`mlx_weight`,
-  the inverse of :func:`~conformance.backends.torch_backend.torch_weight`.
+  the inverse of :func:`~conformance.backends.base.channels_first_weight`.
 
 One :class:`~conformance.runner.Record` per (backend, gradient): ``case_id`` is the case id and
 ``backend`` is ``BACKEND:GRADIENT`` (``mlx-cpu:grad_weight``), so reports show the gradient as a
@@ -51,10 +51,15 @@ import numpy as np
 
 from conformance import diff as D
 from conformance.backends import Backend, builtin_backends, resolve
-from conformance.backends.base import Availability, channels_first, channels_last
+from conformance.backends.base import (
+    Availability,
+    channels_first,
+    channels_first_weight,
+    channels_last,
+)
 from conformance.backends.mlx_backend import MLXBackend, _import_mlx
 from conformance.backends.numpy_ref import NumpyReference
-from conformance.backends.torch_backend import TorchBackend, torch_weight, with_memory_format
+from conformance.backends.torch_backend import TorchBackend, with_memory_format
 from conformance.case import Case, parse_id
 from conformance.diff import Tolerance
 from conformance.dtypes import round_to
@@ -127,7 +132,7 @@ def reference_gradients(case: Case, inputs: Inputs, dy: np.ndarray) -> dict[str,
 
 def mlx_weight(case: Case, tw: np.ndarray) -> np.ndarray:
     """A PyTorch-layout weight (or weight gradient) back in MLX layout: the inverse of
-    :func:`~conformance.backends.torch_backend.torch_weight`."""
+    :func:`~conformance.backends.base.channels_first_weight`."""
     if not case.transposed:
         return channels_last(tw)
     g = case.groups
@@ -217,7 +222,7 @@ class TorchGradients(GradientAdapter):
             return t.requires_grad_(grad)
 
         x = to_torch(channels_first(inputs.x), True)
-        w = to_torch(torch_weight(case, inputs.w), True)
+        w = to_torch(channels_first_weight(case, inputs.w), True)
         b = None if inputs.bias is None else to_torch(inputs.bias, True)
         g_out = to_torch(channels_first(dy), False)
         y = getattr(F, case.op)(x, w, b, **case.params())

@@ -26,7 +26,7 @@ from hypothesis import event, given
 from conformance import diff as D
 from conformance import gradients as G
 from conformance.backends import resolve
-from conformance.backends.torch_backend import torch_weight
+from conformance.backends.base import channels_first_weight
 from conformance.case import OPS, Case, parse_id
 from conformance.known_failures import KnownFailures
 from conformance.pytest_plugin import session
@@ -116,7 +116,7 @@ for _op in OPS:
 def test_mlx_weight_inverts_torch_weight(case_id):
     case = parse_id(case_id)
     w = np.arange(np.prod(case.w_shape), dtype=np.float32).reshape(case.w_shape)
-    assert np.array_equal(G.mlx_weight(case, torch_weight(case, w)), w)
+    assert np.array_equal(G.mlx_weight(case, channels_first_weight(case, w)), w)
 
 
 def test_cotangent_is_deterministic_in_the_dtype_and_output_shaped():

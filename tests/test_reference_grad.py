@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 
-from conformance.backends.base import channels_first, channels_last
-from conformance.backends.torch_backend import torch_weight
+from conformance.backends.base import channels_first, channels_first_weight, channels_last
 from conformance.case import OPS, Case
 from conformance.strategies import valid_cases
 from reference import grad as RG
@@ -106,7 +105,7 @@ def test_adjoint_identities_exact_on_integers(op):
 def torch_grads(case: Case, x, w, b, dy):
     """torch.autograd in float64; results in MLX layout."""
     xt = torch.from_numpy(channels_first(x)).requires_grad_()
-    wt = torch.from_numpy(torch_weight(case, w)).requires_grad_()
+    wt = torch.from_numpy(channels_first_weight(case, w)).requires_grad_()
     bt = torch.from_numpy(b.copy()).requires_grad_()
     y = getattr(F, case.op)(xt, wt, bt, **case.params())
     gx, gw, gb = torch.autograd.grad(y, [xt, wt, bt], torch.from_numpy(channels_first(dy)))

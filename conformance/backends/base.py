@@ -78,3 +78,21 @@ def channels_first(x: np.ndarray) -> np.ndarray:
 def channels_last(y: np.ndarray) -> np.ndarray:
     """(N, C, *S) -> (N, *S, C), contiguous."""
     return np.ascontiguousarray(np.moveaxis(y, 1, -1))
+
+
+def channels_first_weight(case: Case, w: np.ndarray) -> np.ndarray:
+    """Our MLX-layout weight in the channels-first layout of PyTorch and ONNX for ``case.op``:
+    ``(C_out, C_in/g, *K)`` for a conv, ``(C_in, C_out/g, *K)`` for a transposed conv, where
+    ``weight[g*C_in_g + ci, co, *k]`` is our ``w[g*C_out_g + co, *k, ci]``."""
+    if not case.transposed:
+        return channels_first(w)
+    g = case.groups
+    c_out, *kernel, c_in_g = w.shape
+    if g < 1 or c_out % g:
+        raise LayoutError(
+            f"groups ({g}) must divide output channels ({c_out}): the channels-first transposed "
+            f"weight (C_in, C_out/groups, *K) cannot express this case"
+        )
+    wg = w.reshape(g, c_out // g, *kernel, c_in_g)
+    wg = np.moveaxis(wg, -1, 1)  # (G, C_in_g, C_out_g, *K)
+    return np.ascontiguousarray(wg.reshape(g * c_in_g, c_out // g, *kernel))

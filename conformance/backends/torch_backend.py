@@ -27,29 +27,12 @@ import numpy as np
 from conformance.backends.base import (
     Availability,
     Backend,
-    LayoutError,
     channels_first,
+    channels_first_weight,
     channels_last,
 )
 from conformance.case import Case
 from conformance.inputs import Inputs
-
-
-def torch_weight(case: Case, w: np.ndarray) -> np.ndarray:
-    """Our MLX-layout weight in PyTorch's layout for ``case.op``."""
-    if not case.transposed:
-        return channels_first(w)
-    g = case.groups
-    c_out, *kernel, c_in_g = w.shape
-    if g < 1 or c_out % g:
-        raise LayoutError(
-            f"groups ({g}) must divide output channels ({c_out}): PyTorch's transposed weight "
-            f"(C_in, C_out/groups, *K) cannot express this case"
-        )
-    wg = w.reshape(g, c_out // g, *kernel, c_in_g)
-    wg = np.moveaxis(wg, -1, 1)  # (G, C_in_g, C_out_g, *K)
-    return np.ascontiguousarray(wg.reshape(g * c_in_g, c_out // g, *kernel))
-
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
@@ -126,7 +109,7 @@ class TorchBackend(Backend):
             return with_memory_format(t, self.memory_format) if t.ndim > 1 else t
 
         x = to_torch(channels_first(inputs.x))
-        w = to_torch(torch_weight(case, inputs.w))
+        w = to_torch(channels_first_weight(case, inputs.w))
         b = None if inputs.bias is None else to_torch(inputs.bias)
         fn = getattr(F, case.op)
         with torch.no_grad():
