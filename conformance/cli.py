@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
+from conformance import case_budget
 from conformance import diff as D
 from conformance.backends import Backend, resolve
 from conformance.case import OPS, Case, parse_id
@@ -243,6 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
         "and report as a serial run (default 1: in this process)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    run.add_argument(
+        "--backend-examples",
+        type=case_budget.parse_backend_examples,
+        action="append",
+        default=None,
+        metavar="BACKEND=N",
+        help="run only the first N generated valid cases per op (and the same share of invalid "
+        "ones) on BACKEND; frozen cases always run; repeatable (default: "
+        + ", ".join(f"{k}={v}" for k, v in case_budget.DEFAULT_BACKEND_EXAMPLES.items())
+        + ": XLA compiles every case)",
+    )
     _add_backend_options(run)
 
     listing = sub.add_parser(
@@ -451,6 +463,12 @@ def apply_resume(args: argparse.Namespace, settings: dict[str, object], source: 
         args.plugin = list(stored("plugins"))  # type: ignore[call-overload]
     else:
         check("--plugin", args.plugin, stored("plugins"))
+    in_stream = settings.get("backend_examples", {})
+    if args.backend_examples is None:
+        # The stream's binding budgets, and no default for the others: the same todo list.
+        args.backend_examples = list(in_stream.items()) + [  # type: ignore[union-attr]
+            (n, 10**9) for n in case_budget.DEFAULT_BACKEND_EXAMPLES if n not in in_stream
+        ]
     factor = stored("tolerance")
     factor = factor.get("factor") if isinstance(factor, dict) else factor
     if args.tolerance_factor is None:
@@ -471,22 +489,52 @@ def _show(value: object) -> str:
     return str(value)
 
 
-def collect_cases(args: argparse.Namespace) -> list[Case]:
-    """Saved regressions first, then frozen cases, case files and generated cases; filtered by
-    op and dtype, each id once."""
+def frozen_cases(args: argparse.Namespace) -> list[Case]:
+    """Saved regressions first, then frozen cases and case files; filtered by op and dtype."""
     frozen = [] if args.no_corpus else [r.case for r in load_regressions()]
     frozen += [] if args.no_corpus else [f.case for f in load_corpus(args.corpus)]
     for path in args.cases:
         frozen += [f.case for f in parse_corpus(path)]
-    cases = [c for c in frozen if c.op in args.ops and c.dtype in args.dtypes]
-    cases += generated_cases(
+    return [c for c in frozen if c.op in args.ops and c.dtype in args.dtypes]
+
+
+def run_generated_cases(args: argparse.Namespace) -> list[Case]:
+    return generated_cases(
         args.ops,
         args.dtypes,
         valid_per_op=args.max_examples,
         invalid_per_op=args.invalid_examples,
         seed=args.seed,
     )
+
+
+def collect_cases(args: argparse.Namespace) -> list[Case]:
+    """Saved regressions first, then frozen cases, case files and generated cases; filtered by
+    op and dtype, each id once."""
+    cases = frozen_cases(args) + run_generated_cases(args)
     return list({c.id: c for c in reversed(cases)}.values())[::-1]
+
+
+def budget_left_out(args: argparse.Namespace, names: list[str]) -> dict[str, set[str]]:
+    """Per budgeted backend (:mod:`conformance.case_budget`), the ids it does not run."""
+    binding = case_budget.budgets(args.backend_examples, names, args.max_examples)
+    if not binding:
+        return {}
+    generated = run_generated_cases(args)
+    frozen_ids = {c.id for c in frozen_cases(args)}
+    return {
+        name: case_budget.left_out(
+            generated,
+            frozen_ids,
+            args.ops,
+            args.dtypes,
+            budget=n,
+            max_examples=args.max_examples,
+            invalid_examples=args.invalid_examples,
+            seed=args.seed,
+        )
+        for name, n in binding.items()
+    }
 
 
 def _fill_case_defaults(args: argparse.Namespace) -> None:
@@ -572,6 +620,8 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
     _fill_case_defaults(args)
     if args.tolerance_factor is None:
         args.tolerance_factor = 1.0
+    if args.backend_examples is None:
+        args.backend_examples = []
 
     regressions = [] if args.no_corpus else load_regressions()
     spec = replace(
@@ -605,7 +655,11 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
                 "stream are not in this list): a different Hypothesis version or cases/ files?",
                 file=sys.stderr,
             )
-    todo = [(c, [n for n in names if (c.id, n) not in done]) for c in cases]
+    skip = budget_left_out(args, names)
+    todo = [
+        (c, [n for n in names if (c.id, n) not in done and c.id not in skip.get(n, ())])
+        for c in cases
+    ]
     todo = [(c, ns) for c, ns in todo if ns]
     mode = "isolated" if not args.no_isolation else "in-process"
     if args.workers > 1:
@@ -615,6 +669,11 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
         f"({mode}); stream: {stream_path}",
         file=sys.stderr,
     )
+    binding = case_budget.budgets(args.backend_examples, names, args.max_examples)
+    for line in case_budget.describe(
+        binding, {n: len(ids) for n, ids in skip.items()}, args.max_examples
+    ):
+        print(line, file=sys.stderr)
     if previous is not None:
         print(
             f"resuming {stream_path}: {len(previous.records)} record(s) already there",
@@ -628,6 +687,7 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             "profile": "cli",
             "max_examples": args.max_examples,
             "invalid_examples": args.invalid_examples,
+            "backend_examples": binding,
             "ops": args.ops,
             "dtypes": args.dtypes,
             "corpus": _corpus_setting(args),
@@ -751,11 +811,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
-    for b in resolve(plugins=args.plugin):
+    backends = resolve(plugins=args.plugin)
+    width = max(len(b.name) for b in backends)
+    for b in backends:
         a = b.availability
         versions = ", ".join(f"{k} {v}" for k, v in a.versions.items())
         state = "available" if a.available else "not available"
-        print(f"{b.name:<14} {state:<14} {a.detail}" + (f"  [{versions}]" if versions else ""))
+        line = f"{b.name:<{width}}  {state:<14} {a.detail}"
+        print(line + (f"  [{versions}]" if versions else ""))
     return 0
 
 
