@@ -26,10 +26,11 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_venv = "yes"
 
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-# Backends installed by default: PyTorch (pinned CPU build on Linux x86_64) and MLX.
-BACKEND_EXTRAS = "torch,mlx"
+# Backends installed by default: PyTorch (pinned CPU build on Linux x86_64), MLX, JAX and ONNX
+# Runtime (their CPU builds).
+BACKEND_EXTRAS = "torch,mlx,jax,onnxruntime"
 #: Everything a session may install: the lock resolves these together.
-ALL_EXTRAS = "torch,mlx,test,report-browser,lint"
+ALL_EXTRAS = f"{BACKEND_EXTRAS},test,report-browser,lint"
 CONSTRAINTS = Path(__file__).parent / "constraints.txt"
 
 

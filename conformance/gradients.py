@@ -12,6 +12,8 @@ for availability and documented limitations:
 
 * ``numpy-ref``: the reference VJPs rounded once to the case dtype (checks the plumbing);
 * ``mlx-cpu``, ``mlx-gpu``: ``mx.vjp`` of the op plus the bias add, in the case dtype;
+* ``jax-cpu``, ``jax-cuda``: ``jax.vjp`` of the forward adapter's op plus the bias add, in the
+  case dtype, jitted as one program;
 * ``torch-*`` (every :class:`~conformance.backends.torch_backend.TorchBackend`: CPU, CUDA, MPS,
   contiguous or channels-last): ``torch.autograd.grad`` in the case dtype; the input gradient
   goes back to channels-last, the weight gradient back to MLX layout with :func:`mlx_weight`,
@@ -57,6 +59,8 @@ from conformance.backends.base import (
     channels_first_weight,
     channels_last,
 )
+from conformance.backends.jax_backend import JaxBackend, _import_jax
+from conformance.backends.jax_backend import forward as jax_forward
 from conformance.backends.mlx_backend import MLXBackend, _import_mlx
 from conformance.backends.numpy_ref import NumpyReference
 from conformance.backends.torch_backend import TorchBackend, with_memory_format
@@ -237,6 +241,32 @@ class TorchGradients(GradientAdapter):
         return out
 
 
+class JaxGradients(GradientAdapter):
+    forward: JaxBackend
+
+    def run(self, case: Case, inputs: Inputs, dy: np.ndarray) -> dict[str, np.ndarray]:
+        jax = _import_jax()
+        dt = jax.numpy.dtype(case.dtype)
+        precision = self.forward._precision(jax)
+
+        # One jitted program (casts, op, bias, VJP) returning the case dtype, as the forward
+        # adapter does.
+        @jax.jit
+        def program(dy, x, w, *b):
+            def fn(x, w, *b):
+                return jax_forward(jax, case, x, w, b[0] if b else None, precision=precision)
+
+            primals = [a.astype(dt) for a in (x, w, *b)]
+            _, pullback = jax.vjp(fn, *primals)
+            return pullback(dy.astype(dt))
+
+        args = [dy, inputs.x, inputs.w] + ([] if inputs.bias is None else [inputs.bias])
+        device = self.forward._device(jax)
+        grads = program(*(jax.device_put(np.asarray(a, dtype=np.float32), device) for a in args))
+        names = gradient_names(case)
+        return {n: np.asarray(jax.device_get(g)).astype(np.float32) for n, g in zip(names, grads)}
+
+
 def gradient_adapter(backend: Backend) -> GradientAdapter | None:
     """The gradient adapter of a forward backend, or None when there is none (our kernels,
     plugins: forward only)."""
@@ -246,6 +276,8 @@ def gradient_adapter(backend: Backend) -> GradientAdapter | None:
         return MLXGradients(backend)
     if isinstance(backend, TorchBackend):
         return TorchGradients(backend)
+    if isinstance(backend, JaxBackend):
+        return JaxGradients(backend)
     return None
 
 
@@ -275,6 +307,8 @@ GRADIENT_BACKENDS: tuple[str, ...] = (
     "torch-cuda",
     "torch-cuda-cl",
     "torch-mps",
+    "jax-cpu",
+    "jax-cuda",
 )
 
 

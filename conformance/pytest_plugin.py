@@ -6,7 +6,7 @@ Loaded by the repository's ``conftest.py``. Options:
   are skipped with the reason);
 * ``--conformance-dtypes=float32,...``: dtypes the strategies draw from;
 * ``--isolate``: run backends in worker processes (a crash becomes a failure, not the end);
-  backends marked ``crash_prone`` (channels-last PyTorch) always run in one;
+  backends marked ``crash_prone`` (channels-last PyTorch, JAX) always run in one;
 * ``--conformance-timeout=[BACKEND=]SECONDS``: an isolated backend's time budget per case
   (repeatable; over it: verdict ``timeout``);
 * ``--conformance-plugin=MODULE:ATTR``: extra backends (repeatable);

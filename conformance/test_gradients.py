@@ -37,8 +37,9 @@ _ADAPTERS: dict[str, G.GradientAdapter | str] = {}
 
 #: Backends whose gradients always run in a worker process, even without ``--isolate``: their
 #: backward passes segfault on cases no known-failures rule narrows down yet (channels-last
-#: bfloat16 convolutions; see cases/known_failures/torch-cpu-cl*.toml).
-ALWAYS_ISOLATED = ("torch-cpu-cl", "torch-cuda-cl")
+#: bfloat16 convolutions; see cases/known_failures/torch-cpu-cl*.toml), or their compiler aborts
+#: the process on some (XLA: cases/known_failures/jax-cpu.toml).
+ALWAYS_ISOLATED = ("torch-cpu-cl", "torch-cuda-cl", "jax-cpu", "jax-cuda")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,7 +1,8 @@
 """Backend registry: every adapter the harness knows, in report order.
 
 Built in: ``numpy-ref``; upstream MLX (``mlx-cpu``, ``mlx-gpu``); PyTorch (``torch-cpu``,
-``torch-cpu-cl``, ``torch-cuda``, ``torch-cuda-cl``, ``torch-mps``); and the kernels under
+``torch-cpu-cl``, ``torch-cuda``, ``torch-cuda-cl``, ``torch-mps``); JAX (``jax-cpu``,
+``jax-cuda``); ONNX Runtime (``onnxruntime-cpu``, ``onnxruntime-cuda``); and the kernels under
 development in ``kernels/`` (``kernels-host``, ``kernels-cuda``, ``kernels-metal``).
 
 Extra backends (a kernel under development, a planted-bug adapter in the harness's own tests) are
@@ -21,8 +22,10 @@ import re
 from collections.abc import Iterable
 
 from conformance.backends.base import Availability, Backend, LayoutError
+from conformance.backends.jax_backend import JaxBackend
 from conformance.backends.mlx_backend import MLXBackend
 from conformance.backends.numpy_ref import NumpyReference
+from conformance.backends.onnxruntime_backend import OnnxRuntimeBackend
 from conformance.backends.torch_backend import TorchBackend
 
 __all__ = [
@@ -49,6 +52,10 @@ def builtin_backends(*, allow_tf32: bool = False) -> list[Backend]:
         TorchBackend("cuda", allow_tf32=allow_tf32),
         TorchBackend("cuda", memory_format="channels_last", allow_tf32=allow_tf32),
         TorchBackend("mps"),
+        JaxBackend("cpu"),
+        JaxBackend("cuda", allow_tf32=allow_tf32),
+        OnnxRuntimeBackend("cpu"),
+        OnnxRuntimeBackend("cuda", allow_tf32=allow_tf32),
         KernelsHost(),
         KernelsCuda(),
         KernelsMetal(),
