@@ -23,6 +23,7 @@ from pathlib import Path
 
 from conformance import case_budget
 from conformance import diff as D
+from conformance import report_model as M
 from conformance.backends import Backend, resolve
 from conformance.case import OPS, Case, parse_id
 from conformance.corpus import load_corpus, parse_corpus
@@ -392,11 +393,38 @@ def print_summary(records: list[Record], backends: list[Backend], out=None) -> N
         print(
             f"FIXED (was a known failure or saved regression): {r.case_id} on {r.backend}", file=out
         )
+    print_failure_groups(records, [b.name for b in backends], out)
+
+
+#: Failure groups the CLI summary shows (each with its rule and its smallest case).
+MAX_GROUPS_SHOWN = 10
+
+
+def print_failure_groups(records: list[Record], backend_order: list[str], out=None) -> None:
+    """New failures by group (op, backend, verdict, cause), each with the rule inferred over the
+    run (:mod:`conformance.rules`) and its smallest case in full, replay command included."""
+    out = out or sys.stdout
     failures = [r for r in records if r.failed]
-    if failures:
-        print(f"\n{len(failures)} failure(s); the first {min(len(failures), 10)}:", file=out)
-        for r in failures[:10]:
-            print(r.summary(), file=out)
+    if not failures:
+        return
+    groups = M.group_failures(failures, backend_order)
+    shown = groups[:MAX_GROUPS_SHOWN]
+    print(
+        f"\n{len(failures)} failure(s) in {len(groups)} group(s); the first {len(shown)}, "
+        "each with its smallest case:",
+        file=out,
+    )
+    for g in shown:
+        key = g.key
+        rule = M.group_rule(g, records)
+        print(
+            f"\n[{key.verdict}] {key.op} on {key.backend}: {key.cause} ({g.count} case(s))",
+            file=out,
+        )
+        print(f"  rule: {rule if rule is not None else M.NO_RULE}", file=out)
+        print(g.records[0].summary(), file=out)
+    if len(groups) > len(shown):
+        print(f"\nand {len(groups) - len(shown)} more group(s): see the report", file=out)
 
 
 def print_known_usage(usage: list[EntryUsage], out=None) -> None:

@@ -4,6 +4,11 @@
 ``templates/report.html.j2`` with autoescaping on: every string from the results is escaped.
 Styles and the small filter script are inlined; the page fetches nothing.
 
+The page leads with the verdict banner (decision, backend chips, each failure group's inferred
+rule from :mod:`conformance.rules`, coverage gaps); the first :data:`OPEN_GROUPS` failure groups
+are open, the rest one line each; known failures, rejections, error paths and the case list are
+collapsed summaries (the filter script opens what it filters); where the run ran comes last.
+
 Size is bounded for runs of any length (10,000 records give about 2.5 MB, 5 MB at most):
 
 * the case list has a row for every record that is not a pass, failures first, up to
@@ -40,6 +45,11 @@ GROUP_ROW_BUDGET = 1500
 MAX_CHANGES_LISTED = 300
 #: Invalid cases listed where backends answered differently.
 MAX_DISAGREEMENTS_LISTED = 200
+#: Failure groups listed (with their rules) in the verdict banner.
+MAX_BANNER_GROUPS = 8
+#: Failure groups shown open (the first, smallest card and the rule); the others are one line
+#: each until opened or filtered to.
+OPEN_GROUPS = 3
 
 
 @lru_cache(maxsize=1)
@@ -125,7 +135,8 @@ def _matrix(table, rows, backends) -> list[dict[str, object]]:
 
 def _settings(settings: dict[str, object]) -> list[tuple[str, str]]:
     first = [k for k in ("seed", "profile") if k in settings]
-    keys = first + [k for k in settings if k not in first]
+    # Stage times get a table of their own.
+    keys = first + [k for k in settings if k not in first and k != "stages"]
     out = []
     for k in keys:
         v = settings[k]
@@ -193,7 +204,14 @@ def _context(
         rows_left -= len(rows)
         kinds = sorted({c.kind for r in g.records if (c := change_of(r)) is not None})
         failure_groups.append(
-            {"group": g, "cards": cards, "rest": rest, "rows": rows, "changes": kinds}
+            {
+                "group": g,
+                "cards": cards,
+                "rest": rest,
+                "rows": rows,
+                "changes": kinds,
+                "rule": M.group_rule(g, records),
+            }
         )
     detailed = {anchor(r) for fg in failure_groups for r in fg["cards"]}
     known_groups = []
@@ -241,6 +259,10 @@ def _context(
         "env_facts": _environment_facts(results.environment, results.created),
         "versions": dict(results.environment.get("versions") or {}),  # type: ignore[call-overload]
         "settings": _settings(results.settings),
+        "stage_rows": M.stage_rows(results.settings),
+        "chips": M.backend_chips(records, backends),
+        "gaps": M.coverage_gaps(records, results.backends, results.settings),
+        "no_rule": M.NO_RULE,
         "backends": results.backends,
         "backend_names": used_backends,
         "matrix": _matrix(counts(records), [(op,) for op in ops], used_backends),
@@ -282,6 +304,8 @@ def _context(
         "dtype_of": M.record_dtype,
         "matrix_key": M.matrix_key,
         "max_listed_per_reason": 50,
+        "max_banner_groups": MAX_BANNER_GROUPS,
+        "open_groups": OPEN_GROUPS,
         "max_changes_listed": MAX_CHANGES_LISTED,
         "error_floor": M.ERROR_FLOOR,
         "schema": SCHEMA,

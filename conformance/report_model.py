@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from conformance import diff as D
 from conformance.case import OPS, parse_id
 from conformance.dtypes import FROM_SHORT
+from conformance.rules import Rule, cases_of, infer_rule
 from conformance.runner import Record
 
 #: The matrix/legend order of verdicts: failures first, then known failures, then the rest.
@@ -161,7 +162,11 @@ def normalize_message(text: str | None, limit: int = 160) -> str:
     if not text:
         return ""
     first = text.strip().splitlines()[0] if text.strip() else ""
-    out = _NUM_LIST.sub("N,\u2026", _NUMBER.sub("N", first))
+    # A signal number names the signal ("signal 11" is SIGSEGV): it stays.
+    numbered = _NUMBER.sub(
+        lambda m: m.group(0) if first[: m.start()].endswith("signal ") else "N", first
+    )
+    out = _NUM_LIST.sub("N,\u2026", numbered)
     return out if len(out) <= limit else out[: limit - 1].rstrip() + "\u2026"
 
 
@@ -267,6 +272,31 @@ def group_failures(records: Iterable[Record], backend_order: Sequence[str] = ())
         )
 
     return sorted(out, key=order)
+
+
+def counterexamples(group: Group, records: Iterable[Record]) -> list[Record]:
+    """What a failure group's rule must exclude: the same backend's records of the same op that
+    went right. For a valid case, its passes; for an accepted invalid case, the cases breaking
+    the same validity rule that the backend rejected."""
+    first = group.records[0]
+    op = record_op(first)
+    mine = [r for r in records if r.backend == first.backend and record_op(r) == op]
+    if first.verdict == D.ACCEPTED_INVALID:
+        rule = skip_reason(first)
+        return [r for r in mine if r.verdict == D.BOTH_REJECTED and skip_reason(r) == rule]
+    return [r for r in mine if r.verdict == D.PASS]
+
+
+#: What is shown instead of a rule for a group too small to have one.
+NO_RULE = "too few failures to infer a rule"
+
+
+def group_rule(group: Group, records: Iterable[Record]) -> Rule | None:
+    """The inferred rule of a failure group (:func:`conformance.rules.infer_rule`), or None."""
+    return infer_rule(
+        cases_of(r.case_id for r in group.records),
+        cases_of(r.case_id for r in counterexamples(group, records)),
+    )
 
 
 def skip_reason(r: Record) -> str:
@@ -635,3 +665,96 @@ def error_paths(
             disagreements.append(Disagreement(case_id, rule, ordered))
     disagreements.sort(key=lambda d: (d.rule, len(d.case_id), d.case_id))
     return sorted(rules.values(), key=lambda e: (-e.count, e.rule)), disagreements
+
+
+# --- the verdict banner -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendChip:
+    """One backend's line of the banner: failing if it has new failures."""
+
+    backend: str
+    passed: int
+    failed: int
+    known: int
+    unsupported: int
+    rejected: int
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def backend_chips(records: Iterable[Record], backend_order: Sequence[str]) -> list[BackendChip]:
+    """Per backend that has records, in ``backend_order``: its counts by outcome."""
+    tally: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in records:
+        t = tally[r.backend]
+        if r.failed:
+            t["failed"] += 1
+        elif r.known_failure and D.is_failure(r.verdict):
+            t["known"] += 1
+        elif r.verdict == D.PASS:
+            t["passed"] += 1
+        elif r.verdict in (D.UNSUPPORTED, D.TOO_LARGE):
+            t["unsupported"] += 1
+        elif r.verdict == D.BOTH_REJECTED:
+            t["rejected"] += 1
+    order = [b for b in backend_order if b in tally] + sorted(set(tally) - set(backend_order))
+    return [
+        BackendChip(
+            b,
+            tally[b]["passed"],
+            tally[b]["failed"],
+            tally[b]["known"],
+            tally[b]["unsupported"],
+            tally[b]["rejected"],
+        )
+        for b in order
+    ]
+
+
+def coverage_gaps(
+    records: Sequence[Record], backends: Iterable[dict[str, object]], settings: dict[str, object]
+) -> list[str]:
+    """What this run did not check, in one line each: backends not available here, case
+    budgets, a dtype or an op a backend ran no case of (all unsupported), too-large cases."""
+    gaps = [
+        f"{b.get('name')} not available: {b.get('detail')}"
+        for b in backends
+        if not b.get("available")
+    ]
+    budgets = settings.get("backend_examples")
+    if isinstance(budgets, dict):
+        total = settings.get("max_examples")
+        gaps += [
+            f"{name} ran the first {n} of {total} generated cases per op (case budget)"
+            for name, n in budgets.items()
+        ]
+    run: dict[tuple[str, str, str], set[bool]] = defaultdict(set)
+    for r in records:
+        ran = r.verdict not in (D.UNSUPPORTED, D.TOO_LARGE)
+        run[(r.backend, "dtype", record_dtype(r))].add(ran)
+        run[(r.backend, "op", record_op(r))].add(ran)
+    gaps += [
+        f"{backend} ran no {value} case (all unsupported)"
+        for (backend, _, value), seen in sorted(run.items())
+        if seen == {False}
+    ]
+    too_large = {r.case_id for r in records if r.verdict == D.TOO_LARGE}
+    if too_large:
+        gaps.append(f"{len(too_large)} case(s) too large to run here")
+    return gaps
+
+
+def stage_rows(settings: dict[str, object]) -> list[tuple[str, float, int]]:
+    """The run's stage times (``settings["stages"]``) as (stage, seconds, count), slowest first."""
+    stages = settings.get("stages")
+    if not isinstance(stages, dict):
+        return []
+    rows = []
+    for name, v in stages.items():
+        if isinstance(v, dict):
+            rows.append((str(name), float(v.get("seconds") or 0.0), int(v.get("count") or 0)))
+    return sorted(rows, key=lambda row: -row[1])

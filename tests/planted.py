@@ -78,6 +78,20 @@ class UnflippedWeight(_Planted):
         return round_to(out, case.dtype)
 
 
+class WrongGroups(_Planted):
+    """Reads every group's input channels from the first group (a wrong group offset); right
+    for groups = 1. Not in :data:`BACKENDS`: load it as ``tests.planted:WrongGroups``."""
+
+    name = "planted-wrong-groups"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        x = inputs.x
+        if case.groups > 1 and case.in_channels % case.groups == 0:
+            per_group = case.in_channels // case.groups
+            x = np.concatenate([x[..., :per_group]] * case.groups, axis=-1)
+        return round_to(self.reference(case, Inputs(x, inputs.w, inputs.bias)), case.dtype)
+
+
 class Crashes(_Planted):
     """Segfaults on cases with stride 3 in the first axis, after printing a line to stdout at
     the file-descriptor level, as native libraries do (OpenBLAS's xerbla); the reference

@@ -215,3 +215,39 @@ def test_large_report_opens_and_filters(driver, tmp_path: Path) -> None:
     cell = driver.find_element(By.CSS_SELECTOR, "#matrix td.cell.t-fail")
     cell.click()
     assert driver.find_element(By.ID, "filter-status").text.startswith("filter: ")
+
+
+#: Scrolls through the page once (a content-visibility section takes its real height only once
+#: rendered) and returns the document height in px.
+PAGE_HEIGHT = """
+var last = -1;
+while (window.scrollY !== last) { last = window.scrollY; window.scrollBy(0, 800); }
+window.scrollTo(0, 0);
+return document.documentElement.scrollHeight;
+"""
+
+#: The most the 10,000-record report may be tall at 1400 px. Measured: 224,516 px before the
+#: lists were collapsed, 8,243 px after (3 failure groups open, 97 as one line each).
+LARGE_PAGE_HEIGHT_BOUND = 16_000
+
+
+def test_verdict_first_and_a_compact_page(driver, tmp_path: Path) -> None:
+    """At 1400 px, the verdict banner (decision, backends, rules) is in the first screen, and a
+    10,000-record report stays short: known failures, rejections, error paths and the case list
+    are collapsed summaries until opened or filtered."""
+    path = write_report(_synthetic_results(), tmp_path / "large.html")
+    driver.get(path.resolve().as_uri())
+    bottom = driver.execute_script(
+        "return document.getElementById('verdict').getBoundingClientRect().bottom"
+    )
+    assert 0 < bottom <= driver.execute_script("return window.innerHeight")
+    assert driver.find_element(By.CSS_SELECTOR, "#verdict .decision").text.endswith("do not ship")
+    assert driver.save_screenshot(str(tmp_path / "first-screen.png"))
+    height = driver.execute_script(PAGE_HEIGHT)
+    print(f"10,000-record report: {height} px tall at 1400 px")
+    assert height <= LARGE_PAGE_HEIGHT_BOUND
+    # A filter opens the collapsed case list: its rows show.
+    driver.find_element(By.CSS_SELECTOR, "#matrix td.cell.t-fail").click()
+    assert driver.find_element(By.ID, "case-list-details").get_attribute("open") is not None
+    rows = driver.execute_script(VISIBLE_ROWS)
+    assert rows and all(r[3] == "1" or r[2] for r in rows)
