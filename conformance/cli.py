@@ -32,6 +32,7 @@ from conformance.filelock import RunLock
 from conformance.generate import generated_cases
 from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TimeBudget
 from conformance.known_failures import EntryUsage, KnownFailures, usage_lines
+from conformance.merge import merge_runs, parse_sources
 from conformance.parallel import (
     RunSpec,
     WorkerError,
@@ -274,7 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report", help="render an HTML report from a results JSON or a results stream (.jsonl)"
     )
-    report.add_argument("results", type=Path, help="results JSON or stream (.jsonl)")
+    report.add_argument(
+        "results",
+        nargs="+",
+        metavar="[LABEL=]RESULTS",
+        help="results JSON or stream (.jsonl); several (e.g. ci=cpu.json h200=gpu.json) merge "
+        "into one report with a column per machine and backend (label: the file's stem unless "
+        "given)",
+    )
     report.add_argument("-o", "--output", type=Path, required=True)
     report.add_argument(
         "--baseline", type=Path, help="an older results JSON or stream to compare against"
@@ -853,14 +861,27 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from conformance.report import write_report
 
-    results, warnings = read_results(args.results)
+    sources = parse_sources(args.results)
+    if len(sources) > 1 and args.baseline:
+        raise ValueError("report: --baseline compares one run with another; give one results file")
+    warnings: list[str] = []
+    runs = []
+    for label, source in sources:
+        run, more = read_results(source)
+        runs.append((label, run))
+        warnings += [f"{source}: {w}" for w in more]
+    machines = None
+    if len(runs) == 1:
+        results = runs[0][1]
+    else:
+        results, machines = merge_runs(runs)
     baseline = None
     if args.baseline:
         baseline, more = read_results(args.baseline)
         warnings += more
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    path = write_report(results, args.output, baseline=baseline)
+    path = write_report(results, args.output, baseline=baseline, machines=machines)
     print(f"report: {path}")
     return 0
 

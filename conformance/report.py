@@ -31,6 +31,7 @@ import jinja2
 
 from conformance import diff as D
 from conformance import report_model as M
+from conformance.merge import Machine, machine_differences
 from conformance.messages import cap_text
 from conformance.results import SCHEMA, RunResults, counts
 from conformance.runner import Record
@@ -45,6 +46,8 @@ GROUP_ROW_BUDGET = 1500
 MAX_CHANGES_LISTED = 300
 #: Invalid cases listed where backends answered differently.
 MAX_DISAGREEMENTS_LISTED = 200
+#: Cases listed whose verdict differs between merged machines.
+MAX_DIFFERENCES_LISTED = 300
 #: Failure groups listed (with their rules) in the verdict banner.
 MAX_BANNER_GROUPS = 8
 #: Failure groups shown open (the first, smallest card and the rule); the others are one line
@@ -316,6 +319,7 @@ def render_report(
     results: RunResults,
     baseline: RunResults | None = None,
     *,
+    machines: list[Machine] | None = None,
     max_passing_details: int = 200,
     max_group_details: int = 3,
     max_failure_details: int = 200,
@@ -330,14 +334,23 @@ def render_report(
         max_failure_details,
         max_case_rows,
     )
+    ctx["machines"] = machines or []
+    ctx["machine_differences"] = machine_differences(results.records) if machines else []
+    ctx["max_differences"] = MAX_DIFFERENCES_LISTED
     return _environment().get_template("report.html.j2").render(ctx)
 
 
-def write_report(results: RunResults, path: Path, baseline: RunResults | None = None) -> Path:
-    """Render the report to ``path`` (UTF-8, parent folders created) and return the path."""
+def write_report(
+    results: RunResults,
+    path: Path,
+    baseline: RunResults | None = None,
+    machines: list[Machine] | None = None,
+) -> Path:
+    """Render the report to ``path`` (UTF-8, parent folders created) and return the path;
+    ``machines``: the runs a merged ``results`` came from (:mod:`conformance.merge`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(render_report(results, baseline), encoding="utf-8")
+    tmp.write_text(render_report(results, baseline, machines=machines), encoding="utf-8")
     tmp.replace(path)
     return path

@@ -89,7 +89,8 @@ def _gpu_name() -> str | None:
 
 
 def environment() -> dict[str, object]:
-    versions = {d: _version(d) for d in ("numpy", "hypothesis", "mlx", "torch")}
+    libraries = ("numpy", "hypothesis", "mlx", "torch", "jax", "jaxlib", "onnxruntime", "onnx")
+    versions = {d: _version(d) for d in libraries}
     versions["convcheck"] = _version("convcheck")
     return {
         "os": f"{platform.system()} {platform.release()}",
