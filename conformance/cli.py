@@ -57,6 +57,10 @@ EXIT_INTERRUPTED = 130  # interrupted; the stream keeps what was done
 DEFAULT_SEED = 20261123
 DEFAULT_MAX_EXAMPLES = 100
 DEFAULT_STREAM = Path("reports/results.jsonl")
+#: New failure groups the run shrinks (``--shrink-groups``), and the steps each may take: a
+#: budget in steps, not seconds, so that the same run records the same shrunk cases anywhere.
+DEFAULT_SHRINK_GROUPS = 10
+SHRINK_STEPS = 100
 
 
 def _csv(text: str) -> list[str]:
@@ -246,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and report as a serial run (default 1: in this process)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    run.add_argument(
+        "--shrink-groups",
+        type=_count("--shrink-groups"),
+        default=DEFAULT_SHRINK_GROUPS,
+        metavar="N",
+        help="after the run, shrink the smallest case of the first N new failure groups (at "
+        f"most {SHRINK_STEPS} steps each); a smaller case that fails the same way is recorded "
+        f"and leads its group (default {DEFAULT_SHRINK_GROUPS}; 0: off)",
+    )
     run.add_argument(
         "--backend-examples",
         type=case_budget.parse_backend_examples,
@@ -594,6 +607,45 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 0
 
 
+def shrink_groups(runner: Runner, records: list[Record], max_groups: int) -> list[Record]:
+    """Shrink the smallest case of the first ``max_groups`` new failure groups (report order,
+    :data:`SHRINK_STEPS` steps each). Crashes and timeouts are left to ``--save-failures``: a
+    step could cost a worker restart or the whole timeout. A smaller case that fails the same
+    way (verdict and cause) becomes a record with ``shrunk_from`` set, which then leads its
+    group in the summary and the report."""
+    by_name = {b.name: b for b in runner.backends}
+    have = {(r.case_id, r.backend) for r in records}
+    out: list[Record] = []
+    groups = [
+        g
+        for g in M.group_failures(records, list(by_name))
+        if g.records[0].verdict not in (D.TIMEOUT, D.CRASHED) and g.records[0].backend in by_name
+    ]
+    for group in groups[:max_groups]:
+        first = group.records[0]
+        if first.shrunk_from is not None:  # already shrunk (a resumed run)
+            continue
+        try:
+            case = parse_id(first.case_id)
+        except ValueError:  # a plugin's own id: nothing to shrink
+            continue
+        backend = by_name[first.backend]
+        want = M.signature(first)
+
+        def fails_the_same_way(candidate: Case, backend=backend, want=want) -> bool:
+            (rec,) = runner.run_case(candidate, [backend])
+            return rec.failed and M.signature(rec) == want
+
+        small = shrink(case, fails_the_same_way, max_steps=SHRINK_STEPS)
+        if small.id == case.id or (small.id, first.backend) in have:
+            continue
+        (rec,) = runner.run_case(small, [backend])
+        if rec.failed and M.signature(rec) == want:
+            out.append(replace(rec, shrunk_from=first.case_id))
+            have.add((small.id, first.backend))
+    return out
+
+
 def save_failures(runner: Runner, records: list[Record]) -> None:
     """Shrink each new failure on its backend and append it to cases/regressions/."""
     by_name = {b.name: b for b in runner.backends}
@@ -683,7 +735,7 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             )
         done = previous.done
         ids = {c.id for c in cases}
-        stale = {cid for cid, _ in done} - ids
+        stale = {r.case_id for r in previous.records if r.shrunk_from is None} - ids
         if stale or previous.settings.get("cases") != len(cases):
             print(
                 f"warning: the case list differs from the stream's ({len(cases)} cases here, "
@@ -737,6 +789,7 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             "worker_memory_mb": args.worker_memory_mb,
             "max_case_memory_mb": args.max_case_memory_mb,
             "tolerance": {"factor": args.tolerance_factor, "accumulation": "float32"},
+            "shrink_groups": args.shrink_groups,
             "cases": len(cases),
         }
         writer = StreamWriter.create(
@@ -759,6 +812,16 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             times.merge(case_times)
             writer.write_records(recs)
             progress.update(case, recs)
+        if args.shrink_groups > 0:
+            so_far = read_stream(stream_path).results.records
+            if any(r.failed for r in so_far):
+                if runner is None:
+                    runner = spec.runner(backends)
+                with times.stage("shrink"):
+                    shrunk = shrink_groups(runner, so_far, args.shrink_groups)
+                writer.write_records(shrunk)
+                for r in shrunk:
+                    print(f"shrunk: {r.shrunk_from} -> {r.case_id} on {r.backend}", file=sys.stderr)
         seconds = time.perf_counter() - start
         writer.end(seconds, stages=times.to_dict())
         if args.save_failures:

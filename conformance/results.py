@@ -258,6 +258,7 @@ def record_from_dict(r: object, source: str, where: str) -> Record:
     for key in ("detail", "error_type", "error_message", "reference_error", "known_failure"):
         _optional(r, key, str, source, where)
     _optional(r, "plugin", str, source, where)
+    _optional(r, "shrunk_from", str, source, where)
     factor = _optional(r, "tolerance_factor", (int, float), source, where)
     _optional(r, "seconds", (int, float), source, where)
     _optional(r, "fixed", bool, source, where)
@@ -283,6 +284,7 @@ def record_from_dict(r: object, source: str, where: str) -> Record:
         plugin=r.get("plugin"),
         # Records written before the field existed were judged with the default c = 1.
         tolerance_factor=1.0 if factor is None else float(factor),
+        shrunk_from=r.get("shrunk_from"),
     )
 
 

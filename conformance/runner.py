@@ -62,6 +62,9 @@ class Record:
     plugin: str | None = None
     #: ``c`` of the error bound the record was judged with (``--tolerance-factor``).
     tolerance_factor: float = 1.0
+    #: The id of the failing case of the run this case was shrunk from (``run --shrink-budget``),
+    #: or None for a case of the run's own list.
+    shrunk_from: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -75,6 +78,8 @@ class Record:
     def summary(self) -> str:
         """A multi-line, human-readable account of this record (used by pytest and the CLI)."""
         lines = [f"{self.case_id} on {self.backend}: {self.verdict}"]
+        if self.shrunk_from:
+            lines.append(f"  shrunk during the run from {self.shrunk_from}")
         if self.detail:
             lines.append(f"  {self.detail}")
         if self.reference_error and self.verdict != D.BOTH_REJECTED:
@@ -123,6 +128,7 @@ class Record:
             "case": self.case,
             "plugin": self.plugin,
             "tolerance_factor": self.tolerance_factor,
+            "shrunk_from": self.shrunk_from,
             "replay": self.replay,
         }
 

@@ -286,7 +286,8 @@ def test_cli_replay_lines_rerun_the_failure_with_the_same_factor(tmp_path):
         for r in replays
     ), res.stdout
     failed = [r for r in RunResults.read(out).records if r.failed]
-    assert [r.replay for r in failed] == replays
+    # The summary shows each failure group's smallest case (here, the case shrunk after the run).
+    assert set(replays) <= {r.replay for r in failed}
     command = replays[0].split()
     assert command[:3] == ["python", "-m", "conformance"]
     again = _run([*command[1:], "--no-isolation"], tmp_path)

@@ -10,7 +10,8 @@ import pytest
 
 from conformance import report_model as M
 from conformance.backends import resolve
-from conformance.case import Case
+from conformance.case import Case, parse_id
+from conformance.cli import main
 from conformance.generate import generated_cases
 from conformance.report import render_report
 from conformance.results import RunResults, backend_entry
@@ -137,3 +138,27 @@ def test_report_of_a_clean_run_says_so_first():
     page = render_report(RunResults({}, [backend_entry(b) for b in backends], records))
     (banner,) = _texts(page, want_id="verdict")
     assert banner.startswith("No new failures")
+
+
+@pytest.mark.parametrize("groups", [10, 0])
+def test_run_shrinks_each_failure_group_and_the_shrunk_case_leads(tmp_path, capsys, groups):
+    out = tmp_path / "r.json"
+    args = ["run", "--plugin", "tests.planted:WrongGroups", "--backends", "planted-wrong-groups"]
+    args += ["--ops", "conv_transpose2d", "--dtypes", "float32", "--max-examples", "40"]
+    args += ["--invalid-examples", "0", "--no-corpus", "--no-isolation", "-q"]
+    args += ["--shrink-groups", str(groups), "--json", str(out)]
+    assert main(args) == 1
+    records = RunResults.read(out).records
+    shrunk = [r for r in records if r.shrunk_from]
+    if not groups:
+        assert not shrunk
+        return
+    (small,) = shrunk
+    source = next(r for r in records if r.case_id == small.shrunk_from)
+    assert M.case_size(small) < M.case_size(source)
+    assert parse_id(small.case_id).groups > 1 and small.verdict == source.verdict
+    (group,) = M.group_failures(records)
+    assert group.records[0] is small
+    stdout = capsys.readouterr().out
+    assert f"shrunk during the run from {small.shrunk_from}" in stdout
+    assert render_report(RunResults.read(out)).count('<p class="shrunk">') == 1
