@@ -30,7 +30,7 @@ PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Runtime (their CPU builds).
 BACKEND_EXTRAS = "torch,mlx,jax,onnxruntime"
 #: Everything a session may install: the lock resolves these together.
-ALL_EXTRAS = f"{BACKEND_EXTRAS},test,report-browser,lint"
+ALL_EXTRAS = f"{BACKEND_EXTRAS},plots,test,report-browser,lint"
 CONSTRAINTS = Path(__file__).parent / "constraints.txt"
 
 
@@ -41,7 +41,7 @@ def install(session: nox.Session, extras: str) -> None:
 @nox.session(python=PYTHON)
 def conformance(session: nox.Session) -> None:
     """Release run: generated + frozen cases on every available backend; writes reports/."""
-    install(session, BACKEND_EXTRAS)
+    install(session, f"{BACKEND_EXTRAS},plots")
     # Defaults first: options given after `--` add to them or, given twice, win (e.g.
     # `-- -n auto` keeps 400 examples; `-- --max-examples 50` replaces them).
     args = ["--max-examples", "400", *session.posargs]
@@ -61,7 +61,7 @@ def conformance(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The harness's own tests (tests/) and the conformance tests (conformance/), ci profile."""
-    install(session, f"{BACKEND_EXTRAS},test,report-browser")
+    install(session, f"{BACKEND_EXTRAS},plots,test,report-browser")
     session.run("pytest", "--hypothesis-profile", "ci", *session.posargs)
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import jinja2
 
 from conformance import diff as D
+from conformance import plots
 from conformance import report_model as M
 from conformance.merge import Machine, machine_differences
 from conformance.messages import cap_text
@@ -334,6 +335,11 @@ def render_report(
         max_failure_details,
         max_case_rows,
     )
+    ctx["plots"] = {
+        "errors": plots.error_histogram(results.records, ctx["backend_names"]),
+        "times": plots.time_per_backend(results.records, ctx["backend_names"]),
+        "missing": plots.missing(),
+    }
     ctx["machines"] = machines or []
     ctx["machine_differences"] = machine_differences(results.records) if machines else []
     ctx["max_differences"] = MAX_DIFFERENCES_LISTED
