@@ -162,3 +162,10 @@ def test_run_shrinks_each_failure_group_and_the_shrunk_case_leads(tmp_path, caps
     stdout = capsys.readouterr().out
     assert f"shrunk during the run from {small.shrunk_from}" in stdout
     assert render_report(RunResults.read(out)).count('<p class="shrunk">') == 1
+
+
+def test_group_causes_keep_signal_numbers_and_drop_sizes():
+    text = "planted-crash worker killed by SIGSEGV (signal 11); output 64 x 32 lost"
+    assert M.normalize_message(text) == (
+        "planted-crash worker killed by SIGSEGV (signal 11); output N x N lost"
+    )
