@@ -808,20 +808,21 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             runner = spec.runner(backends)
             start_isolated(runner, {n for _, ns in todo for n in ns})
             outcomes = _run_serial(runner, todo)
+        failing = previous is not None and any(r.failed for r in previous.records)
         for case, recs, case_times in outcomes:
             times.merge(case_times)
             writer.write_records(recs)
             progress.update(case, recs)
-        if args.shrink_groups > 0:
+            failing = failing or any(r.failed for r in recs)
+        if args.shrink_groups > 0 and failing:
             so_far = read_stream(stream_path).results.records
-            if any(r.failed for r in so_far):
-                if runner is None:
-                    runner = spec.runner(backends)
-                with times.stage("shrink"):
-                    shrunk = shrink_groups(runner, so_far, args.shrink_groups)
-                writer.write_records(shrunk)
-                for r in shrunk:
-                    print(f"shrunk: {r.shrunk_from} -> {r.case_id} on {r.backend}", file=sys.stderr)
+            if runner is None:
+                runner = spec.runner(backends)
+            with times.stage("shrink"):
+                shrunk = shrink_groups(runner, so_far, args.shrink_groups)
+            writer.write_records(shrunk)
+            for r in shrunk:
+                print(f"shrunk: {r.shrunk_from} -> {r.case_id} on {r.backend}", file=sys.stderr)
         seconds = time.perf_counter() - start
         writer.end(seconds, stages=times.to_dict())
         if args.save_failures:
