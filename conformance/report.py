@@ -47,6 +47,8 @@ GROUP_ROW_BUDGET = 1500
 MAX_CHANGES_LISTED = 300
 #: Invalid cases listed where backends answered differently.
 MAX_DISAGREEMENTS_LISTED = 200
+#: Fewer compared records than this get no pictures (and the report skips matplotlib's cost).
+PICTURE_MIN_RECORDS = 100
 #: Cases listed whose verdict differs between merged machines.
 MAX_DIFFERENCES_LISTED = 300
 #: Failure groups listed (with their rules) in the verdict banner.
@@ -335,11 +337,18 @@ def render_report(
         max_failure_details,
         max_case_rows,
     )
-    ctx["plots"] = {
-        "errors": plots.error_histogram(results.records, ctx["backend_names"]),
-        "times": plots.time_per_backend(results.records, ctx["backend_names"]),
-        "missing": plots.missing(),
-    }
+    compared = sum(1 for r in results.records if r.metrics is not None)
+    if compared < PICTURE_MIN_RECORDS:  # a histogram of a handful of records says nothing
+        ctx["plots"] = {
+            "missing": f"only {compared} compared records (pictures from "
+            f"{PICTURE_MIN_RECORDS} on; the matrix has them all)"
+        }
+    else:
+        ctx["plots"] = {
+            "errors": plots.error_histogram(results.records, ctx["backend_names"]),
+            "times": plots.time_per_backend(results.records, ctx["backend_names"]),
+            "missing": plots.missing(),
+        }
     ctx["machines"] = machines or []
     ctx["machine_differences"] = machine_differences(results.records) if machines else []
     ctx["max_differences"] = MAX_DIFFERENCES_LISTED

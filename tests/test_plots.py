@@ -8,6 +8,7 @@ import pytest
 from conformance import plots
 from conformance.backends import resolve
 from conformance.case import Case
+from conformance.generate import generated_cases
 from conformance.report import render_report
 from conformance.results import RunResults, backend_entry
 from conformance.runner import Runner
@@ -23,8 +24,10 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def run() -> RunResults:
+    """Enough compared records for the report to draw pictures (PICTURE_MIN_RECORDS)."""
     backends = resolve(["numpy-ref", "kernels-host"])
-    records = [r for c in CASES for r in Runner(backends).run_case(c)]
+    cases = CASES + generated_cases(valid_per_op=10, invalid_per_op=0, seed=5)
+    records = [r for c in cases for r in Runner(backends).run_case(c)]
     return RunResults({}, [backend_entry(b) for b in backends], records)
 
 
@@ -47,6 +50,14 @@ def test_report_embeds_the_pictures_or_says_why_not(run, monkeypatch):
     page = render_report(run)
     assert "<figure" not in page
     assert "No pictures: matplotlib is not installed (test)" in page
+
+
+def test_a_small_run_gets_no_pictures_and_says_why():
+    backends = resolve(["numpy-ref"])
+    records = [r for c in CASES for r in Runner(backends).run_case(c)]
+    page = render_report(RunResults({}, [backend_entry(b) for b in backends], records))
+    assert "<figure" not in page
+    assert "No pictures: only 3 compared records (pictures from 100 on" in page
 
 
 def test_no_compared_records_no_histogram():
