@@ -868,6 +868,10 @@ def conv_general(
         )
         return out_size, taps
 
+    # Once per op: every compute() call (the output, the bound's sums) has x's and w's spatial
+    # shapes, so they share the output size and taps.
+    out_size, taps = geometry(x.shape[1:-1], w.shape[1:-1])
+
     def compute(
         xv: np.ndarray,
         wv: np.ndarray,
@@ -876,8 +880,7 @@ def conv_general(
         dtype: type = np.float64,
     ) -> np.ndarray:
         n, *size, c_in = xv.shape
-        c_out, *kernel, _ = wv.shape
-        out_size, taps = geometry(size, kernel)
+        c_out = wv.shape[0]
         out_shape = (n, *out_size, c_out)
         if n == 0 or 0 in out_size:
             return np.zeros(out_shape, dtype)
@@ -895,7 +898,6 @@ def conv_general(
         fn = _gather_im2col if chosen == "im2col" else _gather_per_tap
         return fn(xv, wv, bv, geo, budget)
 
-    out_size, taps = geometry(x.shape[1:-1], w.shape[1:-1])
     return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
 
 
@@ -945,6 +947,10 @@ def conv_transpose_general(
         )
         return out_size, taps
 
+    # Once per op: every compute() call (the output, the bound's sums) has x's and w's spatial
+    # shapes, so they share the output size and taps.
+    out_size, taps = geometry(x.shape[1:-1], w.shape[1:-1])
+
     def compute(
         xv: np.ndarray,
         wv: np.ndarray,
@@ -953,8 +959,7 @@ def conv_transpose_general(
         dtype: type = np.float64,
     ) -> np.ndarray:
         n, *size, c_in = xv.shape
-        c_out, *kernel, _ = wv.shape
-        out_size, taps = geometry(size, kernel)
+        c_out = wv.shape[0]
         if bv is None:
             out = np.zeros((n, *out_size, c_out), dtype)
         else:
@@ -975,5 +980,4 @@ def conv_transpose_general(
         )
         return _scatter(xv, wv, geo, chosen == "im2col", budget, out)
 
-    out_size, taps = geometry(x.shape[1:-1], w.shape[1:-1])
     return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
