@@ -557,20 +557,19 @@ def run_generated_cases(args: argparse.Namespace) -> list[Case]:
     )
 
 
-def collect_cases(args: argparse.Namespace) -> list[Case]:
-    """Saved regressions first, then frozen cases, case files and generated cases; filtered by
-    op and dtype, each id once."""
-    cases = frozen_cases(args) + run_generated_cases(args)
+def collect_cases(frozen: list[Case], generated: list[Case]) -> list[Case]:
+    """The run's list: the frozen cases (:func:`frozen_cases`) then the generated ones, each id
+    once."""
+    cases = frozen + generated
     return list({c.id: c for c in reversed(cases)}.values())[::-1]
 
 
-def budget_left_out(args: argparse.Namespace, names: list[str]) -> dict[str, set[str]]:
-    """Per budgeted backend (:mod:`conformance.case_budget`), the ids it does not run."""
-    binding = case_budget.budgets(args.backend_examples, names, args.max_examples)
-    if not binding:
-        return {}
-    generated = run_generated_cases(args)
-    frozen_ids = {c.id for c in frozen_cases(args)}
+def budget_left_out(
+    args: argparse.Namespace, binding: dict[str, int], generated: list[Case], frozen: list[Case]
+) -> dict[str, set[str]]:
+    """Per backend with a binding budget (:mod:`conformance.case_budget`), the ids of the run's
+    ``generated`` cases it does not run (never a ``frozen`` one)."""
+    frozen_ids = {c.id for c in frozen}
     return {
         name: case_budget.left_out(
             generated,
@@ -599,7 +598,7 @@ def _fill_case_defaults(args: argparse.Namespace) -> None:
 
 def cmd_cases(args: argparse.Namespace) -> int:
     _fill_case_defaults(args)
-    cases = collect_cases(args)
+    cases = collect_cases(frozen_cases(args), run_generated_cases(args))
     if not cases:
         raise NothingToRun(NO_CASE)
     for case in cases:
@@ -716,7 +715,8 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
         run_spec(args), regressions=frozenset((r.case.id, r.backend) for r in regressions)
     )
     backends = select_backends(spec)
-    cases = collect_cases(args)
+    frozen, generated = frozen_cases(args), run_generated_cases(args)
+    cases = collect_cases(frozen, generated)
     names = [b.name for b in backends if b.availability.available]
     if not cases:
         raise NothingToRun(NO_CASE + "; a run that executes no case is not a pass")
@@ -743,7 +743,8 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
                 "stream are not in this list): a different Hypothesis version or cases/ files?",
                 file=sys.stderr,
             )
-    skip = budget_left_out(args, names)
+    binding = case_budget.budgets(args.backend_examples, names, args.max_examples)
+    skip = budget_left_out(args, binding, generated, frozen)
     todo = [
         (c, [n for n in names if (c.id, n) not in done and c.id not in skip.get(n, ())])
         for c in cases
@@ -757,7 +758,6 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
         f"({mode}); stream: {stream_path}",
         file=sys.stderr,
     )
-    binding = case_budget.budgets(args.backend_examples, names, args.max_examples)
     for line in case_budget.describe(
         binding, {n: len(ids) for n, ids in skip.items()}, args.max_examples
     ):
