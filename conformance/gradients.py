@@ -260,9 +260,7 @@ class JaxGradients(GradientAdapter):
             _, pullback = jax.vjp(fn, *primals)
             return pullback(dy.astype(dt))
 
-        args = [dy, inputs.x, inputs.w] + ([] if inputs.bias is None else [inputs.bias])
-        device = self.forward._device(jax)
-        grads = program(*(jax.device_put(np.asarray(a, dtype=np.float32), device) for a in args))
+        grads = program(*self.forward.on_device(jax, dy, inputs.x, inputs.w, inputs.bias))
         names = gradient_names(case)
         return {n: np.asarray(jax.device_get(g)).astype(np.float32) for n, g in zip(names, grads)}
 

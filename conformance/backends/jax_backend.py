@@ -170,6 +170,13 @@ class JaxBackend(Backend):
         precision = "default precision" if self.allow_tf32 else "float32 at HIGHEST precision"
         return Availability(True, f"{device.device_kind}, {precision}", versions)
 
+    def on_device(self, jax, *arrays: np.ndarray | None) -> list:
+        """The given host arrays (None ones left out) as float32 on this backend's device."""
+        device = self._device(jax)
+        return [
+            jax.device_put(np.asarray(a, dtype=np.float32), device) for a in arrays if a is not None
+        ]
+
     def _precision(self, jax):
         return jax.lax.Precision.DEFAULT if self.allow_tf32 else jax.lax.Precision.HIGHEST
 
@@ -187,7 +194,5 @@ class JaxBackend(Backend):
             bias = b[0].astype(dt) if b else None
             return forward(jax, case, x.astype(dt), w.astype(dt), bias, precision=precision)
 
-        args = [inputs.x, inputs.w] + ([] if inputs.bias is None else [inputs.bias])
-        device = self._device(jax)
-        y = program(*(jax.device_put(np.asarray(a, dtype=np.float32), device) for a in args))
+        y = program(*self.on_device(jax, inputs.x, inputs.w, inputs.bias))
         return np.asarray(jax.device_get(y)).astype(np.float32)
