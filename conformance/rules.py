@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from conformance.case import Case, parse_id
+from conformance.known_failures import PREDICATES
 
 #: The most literals a rule may have: longer conjunctions read as an enumeration, not a rule.
 MAX_LITERALS = 3
@@ -39,37 +40,29 @@ PARSIMONY = 0.02
 MIN_FAILURES = 3
 
 
-def _any_axis(case: Case, test: Callable[..., bool]) -> bool:
-    return any(
-        test(*axis)
-        for axis in zip(
-            case.spatial, case.kernel, case.stride, case.padding, case.dilation, case.output_padding
-        )
-    )
-
-
-#: (name, negated name, predicate), in the order a reader looks for them. Categorical features
-#: (op, spatial dims, dtype) are one feature per value, added by :func:`_features`.
+#: (name, negated name, predicate), in the order a reader looks for them; where a known-failures
+#: predicate asks the same question, it is that predicate. Categorical features (op, spatial
+#: dims, dtype) are one feature per value, added by :func:`_categorical`.
 FEATURES: tuple[tuple[str, str, Callable[[Case], bool]], ...] = (
     ("groups > 1", "groups = 1", lambda c: c.groups > 1),
     ("depthwise", "not depthwise", lambda c: c.groups > 1 and c.groups == c.in_channels),
     (
         "one input channel per group",
         "several input channels per group",
-        lambda c: c.groups >= 1 and c.in_channels // c.groups == 1,
+        PREDICATES["one_input_channel_per_group"],
     ),
     ("stride > 1", "stride = 1", lambda c: any(s > 1 for s in c.stride)),
     ("padding > 0", "no padding", lambda c: any(p > 0 for p in c.padding)),
     (
         "padding > dilation*(kernel-1)",
         "padding <= dilation*(kernel-1)",
-        lambda c: _any_axis(c, lambda s, k, st, p, d, o: p > d * (k - 1)),
+        PREDICATES["padding_exceeds_dilated_kernel"],
     ),
     ("dilation > 1", "dilation = 1", lambda c: any(d > 1 for d in c.dilation)),
     ("output_padding > 0", "no output_padding", lambda c: any(o > 0 for o in c.output_padding)),
     ("bias", "no bias", lambda c: c.bias),
     ("batch >= 3", "batch <= 2", lambda c: c.batch >= 3),
-    ("batch >= 2", "batch = 1", lambda c: c.batch >= 2),
+    ("batch >= 2", "batch = 1", PREDICATES["batch_above_one"]),
     ("kernel > 1", "kernel = 1", lambda c: any(k > 1 for k in c.kernel)),
     ("an odd input size", "even input sizes", lambda c: any(s % 2 for s in c.spatial)),
     ("an input size of 1", "input sizes > 1", lambda c: 1 in c.spatial),
