@@ -85,9 +85,9 @@ FORMULATIONS = ("per-tap", "im2col")
 class ConvResult:
     """Output of a reference op; ``abs_sum`` and ``terms`` are ``None`` unless requested.
 
-    ``abs_sum``: per output element, ``sum |x||w|`` (plus ``|b|``) over its terms, or an upper
-    bound on it by at most a relative ``2 (terms + 1) 2^-24`` (see :func:`_abs_sums`); ``terms``:
-    how many terms (a read-only broadcast view)."""
+    ``abs_sum``: per output element, ``sum |x||w|`` (plus ``|b|``) over its terms (float64), or
+    an upper bound on it by at most a relative ``(2 (terms + 1) + 6) 2^-24`` (float32; see
+    :func:`_abs_sums`); ``terms``: how many terms (a read-only broadcast view)."""
 
     out: np.ndarray
     abs_sum: np.ndarray | None = None
@@ -247,10 +247,13 @@ def choose_formulation(
 
     1. One tap: ``"per-tap"``; both are one product, im2col only adds a patch copy
        (``conv2d c64x2 k1``: 0.7 vs 0.85 ms).
-    2. Depthwise (``groups > 1``, ``C_in/groups == 1``): ``"per-tap"``. Its products are
+    2. Depthwise (``groups > 2``, ``C_in/groups == 1``): ``"per-tap"``. Its products are
        broadcast multiplies over all groups at once, where im2col makes one skinny matrix
        product per group: 1.6-4x slower on every depthwise layer (``conv_transpose2d g64``:
        1.7-2.1 vs 4.9-5.5 ms, ``g128``: 0.5-0.6 vs 1.9-2.2 ms, ``conv2d g64``: 0.9 vs 1.4 ms).
+       Not for two groups (a one-channel op paired with its sums, see ``_paired``): there the
+       broadcast multiplies are ``C_out/2`` wide per tap, and one product over all taps per
+       group wins (``conv1d c1x512 k10`` paired: 32 ms per-tap).
     3. ``"per-tap"`` if one row of im2col's temporaries (``taps`` times per-tap's) would not fit
        ``budget_bytes``: memory first, and per-tap is faster there anyway (``conv3d c64x32``:
        6.8 vs 8.9 ms, ``c128x64``: 10.1 vs 13.3 ms, ``c32x3``: 3.2 vs 4.8 ms).
@@ -268,7 +271,7 @@ def choose_formulation(
     """
     taps = math.prod(kernel)
     c_in_g, c_out_g = c_in // groups, c_out // groups
-    if taps == 1 or (groups > 1 and c_in_g == 1):
+    if taps == 1 or (groups > 2 and c_in_g == 1):
         return "per-tap"
     row = 8 * row_elements("im2col", transposed, row_positions, c_in, c_out, taps)
     if row > budget_bytes:
@@ -626,11 +629,12 @@ def _with_bound(
     groups: int,
     with_bound: bool,
 ) -> ConvResult:
-    b = None if bias is None else np.asarray(bias, np.float64)
+    b = None if bias is None else _as_float(np.asarray(bias))
     # Products of one op: every weight element meets every input position once (an estimate
     # for strided ops, which is all the thread choice needs).
     macs = w.size * (x.size // max(x.shape[-1], 1)) * (2 if with_bound else 1)
-    f32_sums = macs >= F32_SUMS_MIN_MACS
+    outputs = x.shape[0] * math.prod(counts.out_size) * w.shape[0]
+    f32_sums = macs >= F32_SUMS_MIN_MACS or outputs >= F32_SUMS_MIN_OUTPUTS
     if macs < TINY_OP_MACS:  # BLAS runs these on one thread anyway: no setting to change
         return _compute_with_bound(compute, counts, x, w, b, groups, with_bound, f32_sums)
     with blas_threads_for(macs):
@@ -640,10 +644,16 @@ def _with_bound(
 #: float32 unit roundoff and half its smallest subnormal spacing: the error of one rounding.
 U32 = 2.0**-24
 TINY32 = 2.0**-150
-#: Ops (output and bound, in multiply-adds) below which the bound's sums stay in float64 (the
-#: float32 path's casts and checks cost more than the products save) and below which no BLAS
-#: thread setting is made (OpenBLAS runs such products on one thread by itself).
+#: The bound's sums are computed in float32 for ops of at least this many multiply-adds (output
+#: and bound) or output elements; below both they stay in float64, where the float32 path's
+#: extra small calls cost more than its products save (the default release run's reference
+#: time: 2.09 s with float32 sums for every op, 1.63 s with these thresholds). From 16384 output
+#: elements float32 wins on the corpus's small depthwise layers (10-20%) and halves the
+#: memory of the sums.
 F32_SUMS_MIN_MACS = 1 << 22
+F32_SUMS_MIN_OUTPUTS = 1 << 14
+#: Ops below which no BLAS thread setting is made (OpenBLAS runs such products on one thread by
+#: itself).
 TINY_OP_MACS = 1 << 16
 #: The float32 sums serve as long as ``(terms + 1) * U32`` stays below this (terms < 1.6e5);
 #: past it, and wherever they overflow, the bound's sums are computed in float64.
@@ -660,18 +670,39 @@ def _compute_with_bound(
     with_bound: bool,
     f32_sums: bool,
 ) -> ConvResult:
-    out = compute(x, w, groups, b)
     if not with_bound:
-        return ConvResult(out)
+        return ConvResult(compute(x, w, groups, b))
     # The number of terms does not depend on batch or channel: the taps that land on each
     # position, times the channels each output element reduces over (plus one for the bias).
     per_element = counts.per_position() * (x.shape[-1] // groups) + (b is not None)
-    terms = np.broadcast_to(per_element, out.shape)  # read-only; the diff only reads it
     if f32_sums:
+        out = compute(x, w, groups, b)
         abs_sum = _abs_sums(compute, x, w, b, groups, per_element)
     else:
-        abs_sum = compute(np.abs(x), np.abs(w), groups, None if b is None else np.abs(b))
+        out, abs_sum = _paired(compute, x, w, b, groups)
+    terms = np.broadcast_to(per_element, out.shape)  # read-only; the diff only reads it
     return ConvResult(out, abs_sum, terms)
+
+
+def _paired(
+    compute: Callable[..., np.ndarray],
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    groups: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The output and its float64 ``sum |x||w|`` (plus ``|b|``) in one pass: a convolution with
+    twice the groups, of ``[x, |x|]`` (channels) with ``[w; |w|]`` (output channels) and bias
+    ``[b, |b|]``, whose first ``C_out`` output channels are the output and the others the sums.
+    The groups never mix, so each half is what a call of its own would compute; small ops
+    thereby pay the per-tap and per-block work once instead of twice."""
+    xx = np.concatenate([x, _magnitude(x)], axis=-1)
+    ww = np.concatenate([w, _magnitude(w)], axis=0)
+    bb = None if b is None else np.concatenate([b, abs(b)])
+    both = compute(xx, ww, 2 * groups, bb)
+    c_out = w.shape[0]
+    # Contiguous copies, like every other result: this path only serves small outputs.
+    return np.ascontiguousarray(both[..., :c_out]), np.ascontiguousarray(both[..., c_out:])
 
 
 def _abs_sums(
@@ -683,36 +714,77 @@ def _abs_sums(
     terms: np.ndarray,
 ) -> np.ndarray:
     """``sum |x||w|`` (plus ``|b|``) per output element, or an upper bound on it within a
-    relative ``2 (terms + 1) 2^-24``: computed in float32 (half the cost of float64), then raised
-    by what float32 rounding can have taken off.
+    relative ``(2 (terms + 1) + 6) 2^-24`` and ``(terms + 1) 2^-147``: computed in float32 (half
+    the cost of float64, and half its memory: the result stays float32), then raised by what
+    float32 rounding can have taken off.
 
-    Every term is non-negative and passes through at most ``terms + 1`` roundings (its product,
-    then each addition: within the products, across taps and blocks, the bias), whatever the
-    summation order, so the float32 sum ``s`` satisfies ``s >= S (1 - U32)^(n+1) - (n+1) TINY32``
-    (the second part: products that underflow). Hence ``S <= (s + (n+1) TINY32) / (1 - g)`` with
-    ``g = (n+1) U32 / (1 - (n+1) U32) >= 1 - (1 - U32)^(n+1)``: the bound never shrinks, so a
-    correct kernel cannot fail by it. Where that factor is not small, or the float32 sum
-    overflows (bfloat16 inputs near float32's range), the sums are computed in float64 instead.
+    Every term is non-negative and passes through at most ``k = terms + 1`` roundings (its
+    product, then each addition: within the products, across taps and blocks, the bias),
+    whatever the summation order, so the float32 sum ``s`` satisfies ``s >= S (1 - U32)^k - k
+    TINY32`` (the second part: products that underflow). Hence ``S <= (s + k TINY32) F`` with
+    ``F = 1 / (1 - g)``, ``g = k U32 / (1 - k U32) >= 1 - (1 - U32)^k``. :func:`_raise_sums`
+    evaluates that in float32, rounding included, from above. This needs exact float32 operands:
+    float64 inputs (the gradients' cotangents) keep float64 sums, as do sums that float32 could
+    not hold (bfloat16 inputs near float32's range, non-finite inputs) or where ``g`` would not
+    be small.
     """
-    ab = None if b is None else np.abs(b)
+    ax, aw = _magnitude(x), _magnitude(w)
+    ab = None if b is None else _magnitude(b)
     n1 = float(terms.max(initial=0)) + 1
-    if n1 * U32 < F32_SUMS_MAX_GAMMA and np.all(np.isfinite(x)) and np.all(np.isfinite(w)):
-        with np.errstate(over="ignore", under="ignore"):  # both are handled below
+    exact32 = all(a.dtype.itemsize <= 4 for a in (ax, aw) + (() if ab is None else (ab,)))
+    if exact32 and n1 * U32 < F32_SUMS_MAX_GAMMA:
+        # The largest exact sum; NaN or inf (non-finite inputs) fail the comparison.
+        peak = float(ax.max(initial=0)) * float(aw.max(initial=0)) * n1
+        peak += 0.0 if ab is None else float(ab.max(initial=0))
+        if peak < F32_SUMS_MAX:
             s32 = compute(
-                np.abs(x).astype(np.float32, copy=False),
-                np.abs(w).astype(np.float32, copy=False),
+                ax.astype(np.float32, copy=False),
+                aw.astype(np.float32, copy=False),
                 groups,
                 None if ab is None else ab.astype(np.float32),
                 np.float32,
             )
-        if np.all(np.isfinite(s32)):
-            k = terms.astype(np.float64) + 1  # per position: (1, *O, 1)
-            upper = s32.astype(np.float64)
-            del s32
-            upper += k * TINY32
-            upper /= 1 - k * U32 / (1 - k * U32)
-            return upper
-    return compute(np.abs(x), np.abs(w), groups, ab)
+            return _raise_sums(s32, terms)
+    return compute(ax, aw, groups, ab)
+
+
+def _as_float(a: np.ndarray) -> np.ndarray:
+    """A float array as it is (its values are exact in float64), anything else as float64."""
+    return a if a.dtype.kind == "f" else a.astype(np.float64)
+
+
+def _magnitude(a: np.ndarray) -> np.ndarray:
+    """``|a|`` as floats: a float array keeps its dtype; integers become float64 (``abs`` of the
+    most negative integer of a signed type would stay negative)."""
+    return np.abs(a) if a.dtype.kind == "f" else np.abs(a, dtype=np.float64)
+
+
+#: Exact sums below this cannot overflow in float32, rounding and the raise included.
+F32_SUMS_MAX = float(np.finfo(np.float32).max) / 4
+
+
+def _raise_sums(s32: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """Raise float32 sums ``s32`` (in place) to ``fl(fl(s32 * F') + C)`` with per-position
+    float32 constants ``F' = fl(F (1 + 2^-22))`` and ``C = k 2^-148`` (``k = terms + 1``), which
+    is at least ``(s32 + k TINY32) F``, the bound on the exact sum (:func:`_abs_sums`):
+
+    * ``F' >= F (1 + 2^-22)(1 - 2^-24)``. Where ``s32 F'`` is a normal float32, its rounding
+      loses at most a relative 2^-24, so ``r = fl(s32 F') >= s32 F (1 + 2^-22)(1 - 2^-24)^2``;
+      then ``fl(r + C) >= (r + C)(1 - 2^-24) >= s32 F + k 2^-149 >= s32 F + k TINY32 F``
+      (``(1 + 2^-22)(1 - 2^-24)^3 > 1`` and ``F < 2``).
+    * Where ``s32 F'`` is subnormal, ``r >= s32 F - 2^-150``; ``r + C`` is exact if subnormal and
+      loses at most ``2^-24 (r + C)`` (about 2^-150) if not, and ``C - 2^-150 - 2^-150 >= k
+      2^-149 >= k TINY32 F``.
+
+    The raise adds at most a relative ``(2 k + 6) 2^-24`` and ``k 2^-147``. Two float32 passes
+    over the output; ``terms`` is per position, so the constants are small.
+    """
+    k = terms.astype(np.float64) + 1  # (1, *O, 1)
+    gamma = k * U32 / (1 - k * U32)
+    factor = (1 / (1 - gamma) * (1 + 2.0**-22)).astype(np.float32)
+    np.multiply(s32, factor, out=s32)
+    np.add(s32, (k * 2.0**-148).astype(np.float32), out=s32)
+    return s32
 
 
 def _pad_or_crop(x: np.ndarray, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:

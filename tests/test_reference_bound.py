@@ -1,8 +1,9 @@
 """The error bound's sums (``ConvResult.abs_sum``) are computed in float32 and raised by their
 worst-case rounding (reference/core.py, ``_abs_sums``): never below ``sum |x||w|``, above it by
-at most a relative ``2 (terms + 1) 2^-24``; in float64 where float32 would overflow or the
-inputs are not finite. Small ops keep float64 sums (``core.F32_SUMS_MIN_MACS``); these tests
-force the float32 path."""
+at most a relative ``(2 (terms + 1) + 6) 2^-24``; in float64 where float32 would overflow, the
+inputs are not finite or not exact in float32. Small ops keep float64 sums
+(``core.F32_SUMS_MIN_MACS``, ``core.F32_SUMS_MIN_OUTPUTS``); these tests force the float32
+path."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_float32_sums_bound_the_exact_ones(op, data, scale):
     got, want = _run(op, p, x, w, b)
     exact, terms = want[1], want[2]
     assert np.all(got.abs_sum >= exact * (1 - 1e-12)), np.min(got.abs_sum - exact)
-    slack = exact * 2.0 * (terms + 1) * 2.0**-24 * 1.01 + (terms + 1) * 2.0**-149
+    slack = exact * (2.0 * (terms + 1) + 6) * 2.0**-24 * 1.01 + (terms + 1) * 2.0**-147
     assert np.all(got.abs_sum - exact <= slack)
 
 
@@ -68,28 +69,61 @@ def test_float32_sums_bound_the_exact_ones(op, data, scale):
 def test_overflowing_float32_sums_fall_back_to_float64():
     """bfloat16 reaches float32's range: products of 1e30 would overflow float32 (inf would
     make every error pass); the sums are then float64 and exact."""
-    x = np.full((1, 4, 2), 1e30)
-    w = np.full((3, 2, 2), 1e30)
+    x = np.full((1, 4, 2), 1e30, np.float32)
+    w = np.full((3, 2, 2), 1e30, np.float32)
     got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
-    assert np.all(np.isfinite(got.abs_sum))
-    np.testing.assert_allclose(got.abs_sum, np.full((1, 3, 3), 4e60), rtol=1e-14)
+    assert got.abs_sum.dtype == np.float64
+    want = 4 * float(np.float32(1e30)) ** 2
+    np.testing.assert_allclose(got.abs_sum, np.full((1, 3, 3), want), rtol=1e-14)
 
 
 @pytest.mark.usefixtures("always_float32_sums")
 def test_underflowing_products_still_bounded():
     """Products below float32's subnormals round to 0 there; the allowance covers them."""
-    x = np.full((1, 4, 2), 1e-30)
-    w = np.full((3, 2, 2), 1e-30)
+    x = np.full((1, 4, 2), 1e-30, np.float32)
+    w = np.full((3, 2, 2), 1e-30, np.float32)
     got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
-    assert np.all(got.abs_sum >= 4e-60)
+    assert got.abs_sum.dtype == np.float32
+    assert np.all(got.abs_sum >= 4 * float(np.float32(1e-30)) ** 2)
     assert np.all(got.abs_sum < 1e-40)
 
 
 @pytest.mark.usefixtures("always_float32_sums")
-def test_non_finite_inputs_use_float64_sums():
-    x = np.ones((1, 4, 2))
-    x[0, 1, 0] = np.nan
-    w = np.ones((3, 2, 2))
+def test_subnormal_sums_are_raised_past_their_rounding():
+    """Sums in float32's subnormal range, where rounding is absolute, not relative."""
+    x = np.full((1, 4, 2), 2.0**-70, np.float32)
+    w = np.full((3, 2, 2), 3 * 2.0**-70, np.float32)  # products 3 * 2^-140: subnormal in float32
     got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
+    assert got.abs_sum.dtype == np.float32
+    assert np.all(got.abs_sum.astype(np.float64) >= 4 * 3 * 2.0**-140)
+
+
+@pytest.mark.usefixtures("always_float32_sums")
+def test_float64_inputs_keep_float64_sums():
+    """float32 sums need operands that are exact in float32; float64 ones (the gradients'
+    cotangents) would be rounded once more, so their sums stay float64 and exact."""
+    x = np.full((1, 4, 2), 1 + 2.0**-40)
+    w = np.ones((3, 2, 2))
+    got = run_op("conv1d", 1, False, x, w, np.ones(3, np.float32), with_bound=True)
+    assert got.abs_sum.dtype == np.float64
+    np.testing.assert_array_equal(got.abs_sum, np.full((1, 3, 3), 4 * (1 + 2.0**-40) + 1))
+
+
+@pytest.mark.usefixtures("always_float32_sums")
+def test_non_finite_inputs_use_float64_sums():
+    x = np.ones((1, 4, 2), np.float32)
+    x[0, 1, 0] = np.nan
+    w = np.ones((3, 2, 2), np.float32)
+    got = run_op("conv1d", 1, False, x, w, None, with_bound=True)
+    assert got.abs_sum.dtype == np.float64
     assert np.isnan(got.abs_sum[0, 0, 0]) and np.isnan(got.abs_sum[0, 1, 0])
     assert got.abs_sum[0, 2, 0] == 4.0  # exact: the float64 path
+
+
+def test_integer_inputs_take_magnitudes_in_float64():
+    """abs of int8's -128 is -128 in int8; the sums see 128."""
+    x = np.full((1, 1, 1), -128, np.int8)
+    w = np.full((1, 1, 1), -128, np.int8)
+    got = run_op("conv1d", 1, False, x, w, np.full(1, -128, np.int8), with_bound=True)
+    assert float(got.abs_sum[0, 0, 0]) == 128 * 128 + 128
+    assert float(got.out[0, 0, 0]) == 128 * 128 - 128
