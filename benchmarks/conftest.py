@@ -147,29 +147,42 @@ def oracle_lines(rows: list[Row]) -> list[str]:
 
 
 def formulation_lines(rows: list[Row]) -> list[str]:
-    """The formulations table: each formulation forced, per layer, against the chooser's pick."""
-    by_layer: dict[str, dict[str, Row]] = defaultdict(dict)
+    """The formulations table: each formulation forced, per layer, idle and with a busy
+    neighbour, against the chooser's pick (which does not depend on the load)."""
+    by_layer: dict[str, dict[tuple[str, str], Row]] = defaultdict(dict)
     for r in rows:
-        by_layer[r.layer][r.backend] = r
+        by_layer[r.layer][r.backend, r.info.get("load", "idle")] = r
     names = sorted({r.backend for r in rows})
-    width = max([len(layer) for layer in by_layer] + [5]) + 2
-    lines = [
-        f"{'layer':<{width}}" + "".join(f"{n + ' ms':>14}" for n in names) + "  chosen  fastest"
+    loads = [
+        load for load in ("idle", "loaded") if any(r.info.get("load", "idle") == load for r in rows)
     ]
-    good = 0
+    width = max([len(layer) for layer in by_layer] + [5]) + 2
+    head = "".join(f"{n + ' ' + load:>16}" for load in loads for n in names)
+    lines = [f"{'layer':<{width}}{head}  chosen  " + "  ".join(f"fastest {load}" for load in loads)]
+    good = dict.fromkeys(loads, 0)
     for layer, forms in by_layer.items():
-        fastest = min(forms.values(), key=lambda r: r.seconds)
         chosen = next(iter(forms.values())).info.get("chosen", "-")
-        ok = chosen in forms and forms[chosen].seconds <= TIE * fastest.seconds
-        good += ok
         times = "".join(
-            f"{forms[n].seconds * 1e3:>14.2f}" if n in forms else f"{'-':>14}" for n in names
+            f"{forms[n, load].seconds * 1e3:>16.2f}" if (n, load) in forms else f"{'-':>16}"
+            for load in loads
+            for n in names
         )
-        lines.append(f"{layer:<{width}}{times}  {chosen:<8}{fastest.backend}{'' if ok else '  x'}")
-    lines.append(
-        f"chooser's pick fastest or within {TIE:.2f}x of it: {good} of {len(by_layer)} "
-        "(x: a slower pick)"
-    )
+        verdicts = []
+        for load in loads:
+            timed = {n: r for (n, lo), r in forms.items() if lo == load}
+            if not timed:
+                verdicts.append(f"{'-':<16}")
+                continue
+            fastest = min(timed.values(), key=lambda r: r.seconds)
+            ok = chosen in timed and timed[chosen].seconds <= TIE * fastest.seconds
+            good[load] += ok
+            verdicts.append(f"{fastest.backend + ('' if ok else ' x'):<16}")
+        lines.append(f"{layer:<{width}}{times}  {chosen:<8}" + "  ".join(verdicts))
+    for load in loads:
+        lines.append(
+            f"chooser's pick fastest or within {TIE:.2f}x of it, {load}: {good[load]} of "
+            f"{len(by_layer)} (x: a slower pick)"
+        )
     return lines
 
 

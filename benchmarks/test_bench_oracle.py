@@ -13,7 +13,7 @@ Every unique layer shape (case id without its dtype) of the real-network corpus
 * ``per-tap`` and ``im2col``: the op alone (no bound, no bias) with that formulation forced,
   the numbers behind the chooser's thresholds.
 
-The first two are timed twice: ``idle``, and ``loaded``, with one busy neighbour process (a
+Each is timed twice: ``idle``, and ``loaded``, with one busy neighbour process (a
 spinning Python loop) beside the benchmark, as on a CI machine or in a ``-n auto`` run where
 other workers want the cores. The reference's peak memory is measured once more, untimed, with
 ``tracemalloc`` (NumPy reports its allocations to it), as a ratio to the float64 bytes of input,
@@ -24,7 +24,9 @@ The conftest prints the "oracle" and "formulations" tables. No assertions on tim
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import subprocess
+import sys
+import time
 import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,30 +48,37 @@ from reference.core import (
 )
 from reference.ops import run_op
 from reference.params import check_params, check_shapes
+from reference.threads import FREE_CORES_TTL
 
 IMPLS = ("reference-bound", "torch-cpu-f64", *FORMULATIONS)
 LOADS = ("idle", "loaded")
 ROUNDS = 7
 
 
-def _spin() -> None:
-    while True:
-        pass
+#: The neighbour: a bare interpreter that says it is ready, then spins on one core.
+SPINNER = "import sys; print('spinning', flush=True); sys.stdout.close()\nwhile True: pass"
 
 
 @contextmanager
 def busy_neighbour(load: str) -> Iterator[None]:
-    """With ``load == "loaded"``, one other process spinning on a core for the duration."""
+    """With ``load == "loaded"``, one other process spinning on a core for the duration. The
+    block starts only once it spins (a neighbour still starting up, as a spawned process
+    importing for ~0.1-1 s, would leave the first rounds of a short layer idle) and the
+    reference's reading of the free cores has expired."""
     if load == "idle":
         yield
         return
-    proc = mp.get_context("spawn").Process(target=_spin, daemon=True)
-    proc.start()
+    proc = subprocess.Popen([sys.executable, "-c", SPINNER], stdout=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "spinning":
+            raise RuntimeError("the busy neighbour process did not start")
+        # Past the reference's cached reading of the free cores, which predates the neighbour.
+        time.sleep(2 * FREE_CORES_TTL)
         yield
     finally:
         proc.kill()
-        proc.join()
+        proc.wait()
 
 
 def shape_id(case: Case) -> str:
@@ -166,8 +175,6 @@ def peak_memory_ratio(case: Case) -> float:
 @pytest.mark.parametrize("label", list(CASES))
 def test_oracle(benchmark, label, impl, load):
     case = CASES[label]
-    if impl in FORMULATIONS and load != "idle":
-        pytest.skip("formulations are compared idle only")
     inputs = inputs_f64(case)
     benchmark.group = f"oracle {label} {load}"
     benchmark.extra_info["gflop"] = flops(case) / 1e9
@@ -189,7 +196,7 @@ def test_oracle(benchmark, label, impl, load):
     chosen = chosen_formulation(case)
     benchmark.extra_info["formulation"] = chosen
     if impl in FORMULATIONS:
-        record("formulations", label, impl, median, flops(case), chosen=chosen)
+        record("formulations", label, impl, median, flops(case), chosen=chosen, load=load)
         return
     info: dict = {"load": load}
     if impl == "reference-bound" and load == "idle":
