@@ -645,11 +645,12 @@ def _with_bound(
 U32 = 2.0**-24
 TINY32 = 2.0**-150
 #: The bound's sums are computed in float32 for ops of at least this many multiply-adds (output
-#: and bound) or output elements; below both they stay in float64, where the float32 path's
-#: extra small calls cost more than its products save (the default release run's reference
-#: time: 2.09 s with float32 sums for every op, 1.63 s with these thresholds). From 16384 output
-#: elements float32 wins on the corpus's small depthwise layers (10-20%) and halves the
-#: memory of the sums.
+#: and bound) or output elements; below both they are float64, computed in the same pass as the
+#: output (:func:`_paired`), which saves more than float32's cheaper products there: over the
+#: default release run's 2459 valid cases, float32 sums for every op took 1.06x the time of the
+#: previous code (float64 sums in a pass of their own below 4M multiply-adds), these thresholds
+#: 0.82x (interleaved in one process). From 16384 output elements float32 wins on the corpus's
+#: small depthwise layers (10-20%) and halves the memory of the sums.
 F32_SUMS_MIN_MACS = 1 << 22
 F32_SUMS_MIN_OUTPUTS = 1 << 14
 #: Ops below which no BLAS thread setting is made (OpenBLAS runs such products on one thread by
