@@ -211,3 +211,27 @@ class HugeMessage(_Planted):
 
 #: Not in :data:`BACKENDS`, so runs that load every planted backend stay as they are.
 AUDIT_BACKENDS = [MutatesInput, HugeMessage]
+
+
+# --- a bug that depends on the parity of an output length (tests/test_shrink_parity.py) ----------
+
+
+class WrongLastOddElement(_Planted):
+    """Computes the output two elements at a time along the first spatial axis and gets the one
+    left over wrong: when that axis's output length is odd (1 included), its last element is off
+    by 1.0; right for every even length. Unlike the other planted backends it runs every op. Not
+    in :data:`BACKENDS`: load it as ``tests.planted:WrongLastOddElement``."""
+
+    name = "planted-odd-tail"
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        return None
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        out = run_op(
+            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
+        )
+        out = np.array(out, copy=True)  # (N, *spatial, C_out)
+        if out.shape[1] % 2 == 1:
+            out[:, -1] += 1.0
+        return round_to(out, case.dtype)
