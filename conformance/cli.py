@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from conformance import case_budget
+from conformance import case_budget, coverage
 from conformance import diff as D
 from conformance import report_model as M
 from conformance.backends import Backend, resolve
@@ -414,6 +414,8 @@ def print_summary(records: list[Record], backends: list[Backend], out=None) -> N
         print(
             f"FIXED (was a known failure or saved regression): {r.case_id} on {r.backend}", file=out
         )
+    for line in coverage.summary_lines(records):
+        print(line, file=out)
     print_failure_groups(records, [b.name for b in backends], out)
 
 

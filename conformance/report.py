@@ -5,8 +5,9 @@
 Styles and the small filter script are inlined; the page fetches nothing.
 
 The page leads with the verdict banner (decision, backend chips, each failure group's inferred
-rule from :mod:`conformance.rules`, coverage gaps); the first :data:`OPEN_GROUPS` failure groups
-are open, the rest one line each; known failures, rejections, error paths and the case list are
+rule from :mod:`conformance.rules`, coverage gaps, parameter regions no case exercised); the
+first :data:`OPEN_GROUPS` failure groups are open, the rest one line each; the coverage table
+(:mod:`conformance.coverage`), known failures, rejections, error paths and the case list are
 collapsed summaries (the filter script opens what it filters); where the run ran comes last.
 
 Size is bounded for runs of any length (10,000 records give about 2.5 MB, 5 MB at most):
@@ -29,8 +30,8 @@ from pathlib import Path
 
 import jinja2
 
+from conformance import coverage, plots
 from conformance import diff as D
-from conformance import plots
 from conformance import report_model as M
 from conformance.merge import Machine, machine_differences
 from conformance.messages import cap_text
@@ -51,6 +52,8 @@ MAX_DISAGREEMENTS_LISTED = 200
 PICTURE_MIN_RECORDS = 100
 #: Cases listed whose verdict differs between merged machines.
 MAX_DIFFERENCES_LISTED = 300
+#: Lines of the coverage section on regions one backend ran no case of (others did).
+MAX_BACKEND_GAPS_LISTED = 100
 #: Failure groups listed (with their rules) in the verdict banner.
 MAX_BANNER_GROUPS = 8
 #: Failure groups shown open (the first, smallest card and the rule); the others are one line
@@ -257,6 +260,8 @@ def _context(
     for r in records:
         totals[M.matrix_key(r)] = totals.get(M.matrix_key(r), 0) + 1
     error_rules, disagreements = M.error_paths(records, used_backends)
+    cov = coverage.coverage(records)
+    backend_gaps = cov.backend_gaps()
 
     return {
         "title": "convcheck conformance report",
@@ -267,7 +272,12 @@ def _context(
         "settings": _settings(results.settings),
         "stage_rows": M.stage_rows(results.settings),
         "chips": M.backend_chips(records, backends),
-        "gaps": M.coverage_gaps(records, results.backends, results.settings),
+        "gaps": M.coverage_gaps(records, results.backends, results.settings, cov),
+        "coverage": cov,
+        "coverage_flagged": cov.flagged(),
+        "coverage_gap_lines": coverage.gap_lines(cov),
+        "coverage_backend_gaps": backend_gaps[:MAX_BACKEND_GAPS_LISTED],
+        "n_coverage_backend_gaps": len(backend_gaps),
         "no_rule": M.NO_RULE,
         "backends": results.backends,
         "backend_names": used_backends,

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from conformance import coverage
 from conformance import diff as D
 from conformance.case import OPS, parse_id
 from conformance.dtypes import FROM_SHORT
@@ -716,10 +717,15 @@ def backend_chips(records: Iterable[Record], backend_order: Sequence[str]) -> li
 
 
 def coverage_gaps(
-    records: Sequence[Record], backends: Iterable[dict[str, object]], settings: dict[str, object]
+    records: Sequence[Record],
+    backends: Iterable[dict[str, object]],
+    settings: dict[str, object],
+    cov: coverage.Coverage | None = None,
 ) -> list[str]:
     """What this run did not check, in one line each: backends not available here, case
-    budgets, a dtype or an op a backend ran no case of (all unsupported), too-large cases."""
+    budgets, a dtype or an op a backend ran no case of (all unsupported), too-large cases, and
+    the parameter regions no valid case exercised (:mod:`conformance.coverage`; ``cov``: its
+    counts, when already computed)."""
     gaps = [
         f"{b.get('name')} not available: {b.get('detail')}"
         for b in backends
@@ -745,7 +751,7 @@ def coverage_gaps(
     too_large = {r.case_id for r in records if r.verdict == D.TOO_LARGE}
     if too_large:
         gaps.append(f"{len(too_large)} case(s) too large to run here")
-    return gaps
+    return gaps + coverage.gap_lines(cov if cov is not None else coverage.coverage(records))
 
 
 def stage_rows(settings: dict[str, object]) -> list[tuple[str, float, int]]:
