@@ -87,11 +87,14 @@ class ConvResult:
 
     ``abs_sum``: per output element, ``sum |x||w|`` (plus ``|b|``) over its terms (float64), or
     an upper bound on it by at most a relative ``(2 (terms + 1) + 6) 2^-24`` (float32; see
-    :func:`_abs_sums`); ``terms``: how many terms (a read-only broadcast view)."""
+    :func:`_abs_sums`); ``terms``: how many terms (a read-only broadcast view); ``bias``: the
+    bias the output includes, ``(C_out,)``, where the caller records it (the harness does: the
+    statistical precision tier bounds the rounding of the sum before the bias with it)."""
 
     out: np.ndarray
     abs_sum: np.ndarray | None = None
     terms: np.ndarray | None = None
+    bias: np.ndarray | None = None
 
 
 # --- index arithmetic ---------------------------------------------------------------------------
@@ -620,6 +623,26 @@ class _TapCounts:
         return per.reshape(1, *self.out_size, 1)
 
 
+def _in_dtype(
+    compute: Callable[..., np.ndarray],
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    groups: int,
+    with_bound: bool,
+    dtype: type,
+) -> ConvResult:
+    """The output computed in ``dtype`` instead of float64 (products, sums and the result): the
+    same formulations as a float32 kernel would run them, for calibrating the diff engine's
+    statistical tier. No bound: its inputs must be float64 sums."""
+    if with_bound:
+        raise ValueError("with_bound needs compute_dtype float64")
+    if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"compute_dtype must be float32 or float64, got {np.dtype(dtype)}")
+    b = None if bias is None else np.asarray(bias).astype(dtype)
+    return ConvResult(compute(x, w, groups, b, dtype))
+
+
 def _with_bound(
     compute: Callable[..., np.ndarray],
     counts: _TapCounts,
@@ -903,6 +926,7 @@ def conv_general(
     formulation: str = "auto",
     block_bytes: int | None = None,
     bias: np.ndarray | None = None,
+    compute_dtype: type = np.float64,
 ) -> ConvResult:
     """General gather convolution (cross-correlation unless ``flip``), no parameter checks.
 
@@ -912,7 +936,7 @@ def conv_general(
     ``"per-tap"`` or ``"im2col"``; ``block_bytes`` overrides :func:`block_budget`. ``bias``
     (``(C_out,)``, optional) is added to each output block as soon as it is complete, or by
     im2col's product itself (a ones column); with ``with_bound`` its ``|b|`` joins ``abs_sum``
-    and it counts as one more term.
+    and it counts as one more term. ``compute_dtype=np.float32`` computes in float32 (no bound).
     """
     _check_formulation(formulation)
     nd = x.ndim - 2
@@ -971,6 +995,8 @@ def conv_general(
         fn = _gather_im2col if chosen == "im2col" else _gather_per_tap
         return fn(xv, wv, bv, geo, budget)
 
+    if compute_dtype is not np.float64:
+        return _in_dtype(compute, x, w, bias, groups, with_bound, compute_dtype)
     return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
 
 
@@ -988,6 +1014,7 @@ def conv_transpose_general(
     formulation: str = "auto",
     block_bytes: int | None = None,
     bias: np.ndarray | None = None,
+    compute_dtype: type = np.float64,
 ) -> ConvResult:
     """Scatter form of the transposed convolution, no parameter checks.
 
@@ -1053,4 +1080,6 @@ def conv_transpose_general(
         )
         return _scatter(xv, wv, geo, chosen == "im2col", budget, out)
 
+    if compute_dtype is not np.float64:
+        return _in_dtype(compute, x, w, bias, groups, with_bound, compute_dtype)
     return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)

@@ -38,9 +38,12 @@ def run_op(
     groups: int = 1,
     with_bound: bool = False,
     formulation: str = "auto",
+    compute_dtype: type = np.float64,
 ) -> np.ndarray | ConvResult:
     """Validate and run one op; the six public functions are thin names for this.
-    ``formulation`` forces one of :data:`reference.core.FORMULATIONS` (benchmarks, tests)."""
+    ``formulation`` forces one of :data:`reference.core.FORMULATIONS` (benchmarks, tests);
+    ``compute_dtype=np.float32`` runs it in float32 arithmetic, as a float32 kernel would
+    (calibration of the diff engine; no bound)."""
     p = check_params(
         op,
         ndim,
@@ -68,6 +71,7 @@ def run_op(
             with_bound=with_bound,
             bias=ba,
             formulation=formulation,
+            compute_dtype=compute_dtype,
         )
     else:
         res = conv_general(
@@ -81,6 +85,7 @@ def run_op(
             with_bound=with_bound,
             bias=ba,
             formulation=formulation,
+            compute_dtype=compute_dtype,
         )
     return res if with_bound else res.out
 
