@@ -1,4 +1,4 @@
-"""nox sessions: conformance (the release run), tests, lint, bench.
+"""nox sessions: conformance (the release run), tests, lint, bench, calibrate.
 
 nox -s conformance                 # all ops, every available backend, JSON + HTML report
 nox -s conformance -- -n auto      # the same in one worker process per CPU
@@ -7,6 +7,7 @@ nox -s tests                       # the harness's own tests and the conformance
 nox -s lint
 nox -s dev                         # .venv with everything, for `pytest -k ...` while you work
 nox -s lock                        # refresh constraints.txt (the pinned environment)
+nox -s calibrate                   # the statistical precision tier's margins (about 10,000 cases)
 
 Every session installs from ``constraints.txt``: the exact versions CI tested, so a release of
 NumPy, Hypothesis or MLX changes nothing until someone refreshes the file with ``nox -s lock``
@@ -79,6 +80,15 @@ def bench(session: nox.Session) -> None:
         "--benchmark-sort=name",
         *session.posargs,
     )
+
+
+@nox.session(python=PYTHON)
+def calibrate(session: nox.Session) -> None:
+    """The statistical precision tier against correct implementations in other summation orders
+    and planted precision bugs: one run over the corpus and 1700 generated cases per op, then
+    the largest ratio each test reached and what each tier caught (benchmarks/calibration.py)."""
+    install(session, f"{BACKEND_EXTRAS},test")
+    session.run("python", "-m", "benchmarks.calibration", *session.posargs)
 
 
 @nox.session(python=PYTHON)

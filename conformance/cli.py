@@ -152,6 +152,14 @@ def _add_backend_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="c in the error bound c*u*terms*sum|x||w| (default 1)",
     )
+    p.add_argument(
+        "--proven-bound-only",
+        action="store_true",
+        default=None,  # None: not given (--resume takes the stream's)
+        help="judge by the proven error bound alone: no statistical precision tier "
+        "(precision-mismatch); for Winograd/FFT-style kernels whose rounding is outside its "
+        "model",
+    )
 
 
 def _add_case_options(p: argparse.ArgumentParser) -> None:
@@ -322,6 +330,7 @@ def run_spec(args: argparse.Namespace) -> RunSpec:
         budget=budget,
         memory_mb=args.worker_memory_mb,
         tolerance_factor=args.tolerance_factor,
+        tolerance_statistical=not args.proven_bound_only,
         max_case_memory_mb=args.max_case_memory_mb,
     )
 
@@ -520,12 +529,26 @@ def apply_resume(args: argparse.Namespace, settings: dict[str, object], source: 
         args.backend_examples = list(in_stream.items()) + [  # type: ignore[union-attr]
             (n, 10**9) for n in case_budget.DEFAULT_BACKEND_EXAMPLES if n not in in_stream
         ]
-    factor = stored("tolerance")
-    factor = factor.get("factor") if isinstance(factor, dict) else factor
+    tolerance = stored("tolerance")
+    factor = tolerance.get("factor") if isinstance(tolerance, dict) else tolerance
     if args.tolerance_factor is None:
         args.tolerance_factor = factor
     else:
         check("--tolerance-factor", args.tolerance_factor, factor)
+    # A stream from before the statistical tier has no "statistical": the default, on.
+    statistical = tolerance.get("statistical", True) if isinstance(tolerance, dict) else True
+    if not isinstance(statistical, bool):
+        raise ValueError(
+            f"{source}:1: header settings.tolerance.statistical has the wrong type "
+            f"({type(statistical).__name__}); cannot resume"
+        )
+    if args.proven_bound_only is None:
+        args.proven_bound_only = not statistical
+    elif args.proven_bound_only and statistical:
+        differ.append(
+            "--proven-bound-only: given here, not in the stream (its records were judged with "
+            "the statistical precision tier)"
+        )
     if differ:
         raise ValueError(
             f"--resume {source}: these options differ from the stream's header: "
@@ -709,6 +732,8 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
     _fill_case_defaults(args)
     if args.tolerance_factor is None:
         args.tolerance_factor = 1.0
+    if args.proven_bound_only is None:
+        args.proven_bound_only = False
     if args.backend_examples is None:
         args.backend_examples = []
 
@@ -790,7 +815,11 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             "timeout_per_backend": dict(spec.budget.per_backend),
             "worker_memory_mb": args.worker_memory_mb,
             "max_case_memory_mb": args.max_case_memory_mb,
-            "tolerance": {"factor": args.tolerance_factor, "accumulation": "float32"},
+            "tolerance": {
+                "factor": args.tolerance_factor,
+                "accumulation": "float32",
+                "statistical": not args.proven_bound_only,
+            },
             "shrink_groups": args.shrink_groups,
             "cases": len(cases),
         }
@@ -887,6 +916,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     case = parse_id(args.case_id)
     if args.tolerance_factor is None:
         args.tolerance_factor = 1.0
+    if args.proven_bound_only is None:
+        args.proven_bound_only = False
     spec = run_spec(args)
     backends = select_backends(spec)
     runner = spec.runner(backends)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from conformance import precision as P
 from conformance.case import Case
 from conformance.dtypes import UNDERFLOW_HALF_STEP, UNIT_ROUNDOFF, round_to, ulp_between
 from reference.core import ConvResult
@@ -36,6 +37,9 @@ PASS = "pass"
 SHAPE_MISMATCH = "shape-mismatch"
 DTYPE_MISMATCH = "dtype-mismatch"
 VALUE_MISMATCH = "value-mismatch"
+#: Within the proven bound, but not what correct float32 accumulation gives (the statistical
+#: tier, :mod:`conformance.precision`).
+PRECISION_MISMATCH = "precision-mismatch"
 NAN_INF_MISMATCH = "nan-inf-mismatch"
 RAISED = "raised"
 BOTH_REJECTED = "both-rejected"
@@ -54,6 +58,7 @@ VERDICTS: dict[str, bool] = {
     SHAPE_MISMATCH: True,
     DTYPE_MISMATCH: True,
     VALUE_MISMATCH: True,
+    PRECISION_MISMATCH: True,
     NAN_INF_MISMATCH: True,
     RAISED: True,
     BOTH_REJECTED: False,
@@ -76,6 +81,8 @@ class Tolerance:
 
     factor: float = 1.0
     accumulation: str = "float32"
+    #: Also the statistical tier (precision-mismatch); False judges by the proven bound alone.
+    statistical: bool = True
 
     def __post_init__(self) -> None:
         if not self.factor > 0:
@@ -129,6 +136,12 @@ class DiffMetrics:
     #: as "non-finite".
     error_map: list[list[float]] | None = None
     error_map_axes: tuple[str, str] | None = None
+    #: The statistical tier's ratios to their thresholds (> 1 fails; None: not judged by it):
+    #: largest err / (lambda sqrt(n) u S + rounding), RMS of err / (u sqrt(n) S) over RHO, and
+    #: the largest isolated-element ratio (see conformance.precision).
+    statistical_ratio: float | None = None
+    rms_ratio: float | None = None
+    outlier_ratio: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -264,32 +277,43 @@ def _short_list(values: np.ndarray, limit: int = 8) -> str:
     return ", ".join(items) + (", ..." if len(values) > limit else "")
 
 
-def precision_hint(case: Case, err: np.ndarray, ref: ConvResult, tol: Tolerance) -> str | None:
-    """Name the first lower-precision arithmetic whose error bound covers every element."""
+def precision_hint(
+    case: Case, err: np.ndarray, ref: ConvResult, tol: Tolerance, statistical: bool = False
+) -> str | None:
+    """Name the first (least lossy) lower-precision arithmetic whose error bound covers every
+    element.
+
+    Each candidate rounds the inputs with unit roundoff ``u_in`` (0: exact) and accumulates with
+    ``u_acc``. Proven bounds: ``(2 u_in + n u_acc) S``. With ``statistical`` (an output that
+    failed the statistical tier), probabilistic ones: ``lambda (4 u_in / sqrt(n) + sqrt(n)
+    u_acc) S``; ``4 S / sqrt(n)`` stands for twice ``sqrt(sum t^2)`` of random-sign terms, the
+    scale of input-rounding errors, which do not grow with partial sums."""
     assert ref.abs_sum is not None and ref.terms is not None
-    s, n = ref.abs_sum, ref.terms
+    s = ref.abs_sum
     u32 = UNIT_ROUNDOFF["float32"]
     u16 = UNIT_ROUNDOFF["float16"]
     ubf = UNIT_ROUNDOFF["bfloat16"]
     utf = UNIT_ROUNDOFF["tfloat32"]
-    candidates: list[tuple[str, np.ndarray]] = []
+    candidates: list[tuple[str, float, float]] = []  # (name, u_in, u_acc)
     if case.dtype == "float32":
         candidates += [
-            (
-                "TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)",
-                (2 * utf + n * u32) * s,
-            ),
-            ("bfloat16-rounded inputs with float32 accumulation", (2 * ubf + n * u32) * s),
-            ("float16 accumulation", n * u16 * s),
-            ("bfloat16 accumulation", n * ubf * s),
+            ("TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)", utf, u32),
+            ("bfloat16-rounded inputs with float32 accumulation", ubf, u32),
+            ("float16 accumulation", 0.0, u16),
+            ("bfloat16 accumulation", 0.0, ubf),
         ]
     elif case.dtype == "float16":
-        candidates.append(("float16 accumulation", n * u16 * s))
+        candidates.append(("float16 accumulation", 0.0, u16))
     else:
-        candidates.append(("bfloat16 accumulation", n * ubf * s))
+        candidates.append(("bfloat16 accumulation", 0.0, ubf))
     base = error_bound(case, ref, Tolerance(tol.factor, "float64"))
-    for name, extra in candidates:
-        if np.all(err <= tol.factor * extra + base):
+    if statistical:
+        root_n = np.sqrt(ref.terms)
+        inputs_scale, acc_scale = P.LAMBDA * 4 / np.maximum(root_n, 1), P.LAMBDA * root_n
+    else:
+        inputs_scale, acc_scale = 2.0, ref.terms
+    for name, u_in, u_acc in candidates:
+        if np.all(err <= tol.factor * (u_in * inputs_scale + u_acc * acc_scale) * s + base):
             return f"error profile is consistent with {name}"
     return None
 
@@ -360,9 +384,25 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
     over = (err > bound) | mismatch
     any_nonzero = bool(np.any(finite & (want != 0)))
     over_bound = err / bound
-    ratio = np.where(mismatch, np.inf, over_bound)
-    worst = _worst(got64, want, np.where(mismatch, np.inf, err), bound, ratio, ulp)
-    emap, eaxes = error_map(ratio, worst) if over.any() and worst is not None else (None, None)
+    stat = None
+    if tol.statistical and err.size and not over.any():
+        stat = P.scores(case.dtype, case.bias, err, ref, tol.factor)
+    if stat is not None and stat.fails:
+        # Judged by the statistical tier: the map, worst element and pattern show its view.
+        stat_bound = P.statistical_bound(case.dtype, case.bias, ref, tol.factor)
+        flagged, shown_bound = stat.flagged, stat_bound
+    else:
+        flagged, shown_bound = over, bound
+    ratio = np.where(mismatch, np.inf, err / shown_bound)
+    worst = _worst(got64, want, np.where(mismatch, np.inf, err), shown_bound, ratio, ulp)
+    emap, eaxes = error_map(ratio, worst) if flagged.any() and worst is not None else (None, None)
+    if over.any() and not mismatch.any():
+        hint = precision_hint(case, err, ref, tol)
+    elif stat is not None and (stat.element_ratio > 1 or stat.rms_ratio > 1):
+        # Elements out of line alone are no lower-precision arithmetic: no hint for them.
+        hint = precision_hint(case, err, ref, tol, statistical=True)
+    else:
+        hint = None
     metrics = DiffMetrics(
         elements=int(err.size),
         max_abs_error=float(err.max(initial=0.0)),
@@ -372,12 +412,13 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
         over_tolerance=int(over.sum()),
         over_fraction=float(over.mean()) if over.size else 0.0,
         worst=worst,
-        pattern=describe_pattern(case, over),
-        precision_hint=(
-            precision_hint(case, err, ref, tol) if over.any() and not mismatch.any() else None
-        ),
+        pattern=describe_pattern(case, flagged),
+        precision_hint=hint,
         error_map=emap,
         error_map_axes=eaxes,
+        statistical_ratio=None if stat is None else stat.element_ratio,
+        rms_ratio=None if stat is None else stat.rms_ratio,
+        outlier_ratio=None if stat is None else stat.outlier_ratio,
     )
     if mismatch.any():
         where = np.argwhere(mismatch)[0]
@@ -390,4 +431,6 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
         )
     if over.any():
         return Diff(VALUE_MISMATCH, metrics, f"{metrics.over_tolerance} element(s) over tolerance")
+    if stat is not None and stat.fails:
+        return Diff(PRECISION_MISMATCH, metrics, "within the proven bound, but " + stat.describe())
     return Diff(PASS, metrics)

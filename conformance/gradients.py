@@ -483,6 +483,7 @@ def _run_adapter(case, inputs, dy, ref, names, adapter, tol, known) -> list[Reco
             "backend": record_name(adapter.name, gradient),
             "case": case.to_dict(),
             "tolerance_factor": tol.factor,
+            "tolerance_statistical": tol.statistical,
         }
 
     reason = adapter.unsupported_reason(case)
@@ -558,10 +559,12 @@ def _with_known(recs: list[Record], backend: str, known: KnownFailures) -> list[
     return out
 
 
-def replay_command(case_id: str, backend: str, tolerance_factor: float = 1.0) -> str:
+def replay_command(
+    case_id: str, backend: str, tolerance_factor: float = 1.0, tolerance_statistical: bool = True
+) -> str:
     """The command that replays the gradients of one case on one (forward) backend (with the
-    tolerance factor when it is not the default 1)."""
-    extra = tolerance_option(tolerance_factor)
+    tolerance options where they are not the defaults)."""
+    extra = tolerance_option(tolerance_factor, tolerance_statistical)
     return f"python -m conformance.gradients {case_id} --backends {backend}{extra}"
 
 
@@ -570,7 +573,10 @@ def summary(rec: Record) -> str:
     backend, _ = split_record_name(rec.backend)
     lines = rec.summary().splitlines()
     if lines and lines[-1].lstrip().startswith("replay:"):
-        lines[-1] = f"  replay: {replay_command(rec.case_id, backend, rec.tolerance_factor)}"
+        command = replay_command(
+            rec.case_id, backend, rec.tolerance_factor, rec.tolerance_statistical
+        )
+        lines[-1] = f"  replay: {command}"
     return "\n".join(lines)
 
 
@@ -587,6 +593,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--tolerance-factor", type=float, default=1.0)
     parser.add_argument(
+        "--proven-bound-only",
+        action="store_true",
+        help="judge by the proven error bound alone: no statistical precision tier "
+        "(precision-mismatch); for Winograd/FFT-style kernels whose rounding is outside its "
+        "model",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="run the backends in this process (default: one worker process each, so a crash "
@@ -598,10 +611,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     adapters = gradient_adapters(b for b in backends if b.availability.available)
     if not args.in_process:
         adapters = [IsolatedGradients(a) for a in adapters]
+    tolerance = Tolerance(args.tolerance_factor, statistical=not args.proven_bound_only)
     try:
-        records = run_gradient_case(
-            case, adapters, tolerance=Tolerance(args.tolerance_factor), known=KnownFailures.load()
-        )
+        records = run_gradient_case(case, adapters, tolerance=tolerance, known=KnownFailures.load())
     finally:
         for a in adapters:
             if isinstance(a, IsolatedGradients):

@@ -6,7 +6,7 @@ layout. Adapters convert them to their own dtype and layout; that conversion is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -70,4 +70,4 @@ def run_reference(case: Case, inputs: Inputs | None = None) -> ConvResult:
         **case.params(),  # type: ignore[arg-type]
     )
     assert isinstance(res, ConvResult)
-    return res
+    return res if inputs.bias is None else replace(res, bias=inputs.bias)

@@ -283,7 +283,7 @@ NOT_RUN = frozenset({"unsupported", "too-large"})
 
 #: Verdicts about a valid case's output.
 OUTPUT_VERDICTS = frozenset(
-    {"shape-mismatch", "dtype-mismatch", "nan-inf-mismatch", "value-mismatch"}
+    {"shape-mismatch", "dtype-mismatch", "nan-inf-mismatch", "value-mismatch", "precision-mismatch"}
 )
 
 #: Records an entry narrowed by ``hint`` must cover, unmatched, before it is called stale:

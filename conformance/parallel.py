@@ -80,6 +80,8 @@ class RunSpec:
     budget: TimeBudget = TimeBudget()
     memory_mb: int = DEFAULT_MEMORY_MB
     tolerance_factor: float = 1.0
+    #: False: the proven bound alone, no statistical precision tier (--proven-bound-only).
+    tolerance_statistical: bool = True
     regressions: frozenset[tuple[str, str]] = frozenset()
     #: The per-case memory cap in MiB (None: the default, 0: none; conformance.sizing).
     max_case_memory_mb: int | None = None
@@ -111,7 +113,7 @@ class RunSpec:
     def runner(self, backends: Sequence[Backend] | None = None) -> Runner:
         return Runner(
             self.runnable(self.resolve() if backends is None else backends),
-            tolerance=Tolerance(self.tolerance_factor),
+            tolerance=Tolerance(self.tolerance_factor, statistical=self.tolerance_statistical),
             known=KnownFailures.load(),
             regressions=set(self.regressions),
             max_case_memory_mb=self.max_case_memory_mb,

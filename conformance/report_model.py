@@ -35,6 +35,7 @@ VERDICT_ORDER: tuple[str, ...] = (
     D.DTYPE_MISMATCH,
     D.NAN_INF_MISMATCH,
     D.VALUE_MISMATCH,
+    D.PRECISION_MISMATCH,
     D.ACCEPTED_INVALID,
     KNOWN,
     D.PASS,
@@ -197,12 +198,14 @@ def _without_op(r: Record, message: str) -> str:
 def failure_cause(r: Record) -> str:
     """The verdict-specific part of a failure signature (what went wrong, without sizes)."""
     v = r.verdict
-    if v in (D.VALUE_MISMATCH, D.NAN_INF_MISMATCH):
+    if v in (D.VALUE_MISMATCH, D.NAN_INF_MISMATCH, D.PRECISION_MISMATCH):
         m = r.metrics
         if v == D.NAN_INF_MISMATCH:
             return "non-finite values in only one of got/want"
         if m is not None and m.precision_hint:
             return m.precision_hint
+        if v == D.PRECISION_MISMATCH and m is not None and (m.outlier_ratio or 0) > 1:
+            return "elements out of line with the rest of the output"
         return "error not explained by a lower-precision arithmetic"
     if v == D.SHAPE_MISMATCH:
         return _shape_cause(r.detail)

@@ -9,7 +9,8 @@ Schema ``convcheck-results/1``::
                       "versions": {"numpy": ..., "mlx": ..., "torch": ..., "convcheck": ...},
                       "git_commit": ... or null},
       "settings": {"seed": int, "profile": str, "max_examples": int, "ops": [...],
-                   "dtypes": [...], "tolerance": {"factor": float, "accumulation": str},
+                   "dtypes": [...],
+                   "tolerance": {"factor": float, "accumulation": str, "statistical": bool},
                    "command": str, "seconds": float},
       "backends": [{"name": ..., "description": ..., "available": bool, "detail": ...,
                     "versions": {...}}],
@@ -260,6 +261,7 @@ def record_from_dict(r: object, source: str, where: str) -> Record:
     _optional(r, "plugin", str, source, where)
     _optional(r, "shrunk_from", str, source, where)
     factor = _optional(r, "tolerance_factor", (int, float), source, where)
+    statistical = _optional(r, "tolerance_statistical", bool, source, where)
     _optional(r, "seconds", (int, float), source, where)
     _optional(r, "fixed", bool, source, where)
     _optional(r, "case", dict, source, where)
@@ -284,6 +286,8 @@ def record_from_dict(r: object, source: str, where: str) -> Record:
         plugin=r.get("plugin"),
         # Records written before the field existed were judged with the default c = 1.
         tolerance_factor=1.0 if factor is None else float(factor),
+        # Likewise with the statistical tier on, the default (no --proven-bound-only).
+        tolerance_statistical=True if statistical is None else bool(statistical),
         shrunk_from=r.get("shrunk_from"),
     )
 

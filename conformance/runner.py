@@ -23,22 +23,31 @@ from conformance.sizing import cap_bytes, estimate_bytes, too_large_detail
 from conformance.timing import BACKEND_PREFIX, StageTimes
 
 
-def tolerance_option(factor: float) -> str:
-    """`` --tolerance-factor C`` for a replay command, or "" for the default c = 1."""
+def tolerance_option(factor: float, statistical: bool = True) -> str:
+    """The tolerance options of a replay command: `` --tolerance-factor C`` unless c is the
+    default 1, and `` --proven-bound-only`` when the statistical tier was off; "" for the
+    defaults."""
+    option = "" if statistical else " --proven-bound-only"
     if factor == 1:
-        return ""
+        return option
     text = f"{factor:g}"
     if float(text) != factor:  # more digits than %g keeps
         text = repr(float(factor))
-    return f" --tolerance-factor {text}"
+    return f" --tolerance-factor {text}{option}"
 
 
 def replay_command(
-    case_id: str, backend: str, plugin: str | None = None, tolerance_factor: float = 1.0
+    case_id: str,
+    backend: str,
+    plugin: str | None = None,
+    tolerance_factor: float = 1.0,
+    tolerance_statistical: bool = True,
 ) -> str:
     """The command that reruns one case on one backend: with the plugin that provides the
-    backend and the run's tolerance factor when it is not the default 1."""
-    extra = (f" --plugin {plugin}" if plugin else "") + tolerance_option(tolerance_factor)
+    backend and the run's tolerance options where they are not the defaults."""
+    extra = (f" --plugin {plugin}" if plugin else "") + tolerance_option(
+        tolerance_factor, tolerance_statistical
+    )
     return f"python -m conformance replay {case_id} --backends {backend}{extra}"
 
 
@@ -62,6 +71,9 @@ class Record:
     plugin: str | None = None
     #: ``c`` of the error bound the record was judged with (``--tolerance-factor``).
     tolerance_factor: float = 1.0
+    #: False: judged by the proven error bound alone, without the statistical precision tier
+    #: (``--proven-bound-only``; no ``precision-mismatch``).
+    tolerance_statistical: bool = True
     #: The id of the failing case of the run this case was shrunk from (``run --shrink-budget``),
     #: or None for a case of the run's own list.
     shrunk_from: str | None = None
@@ -73,7 +85,13 @@ class Record:
 
     @property
     def replay(self) -> str:
-        return replay_command(self.case_id, self.backend, self.plugin, self.tolerance_factor)
+        return replay_command(
+            self.case_id,
+            self.backend,
+            self.plugin,
+            self.tolerance_factor,
+            self.tolerance_statistical,
+        )
 
     def summary(self) -> str:
         """A multi-line, human-readable account of this record (used by pytest and the CLI)."""
@@ -128,6 +146,7 @@ class Record:
             "case": self.case,
             "plugin": self.plugin,
             "tolerance_factor": self.tolerance_factor,
+            "tolerance_statistical": self.tolerance_statistical,
             "shrunk_from": self.shrunk_from,
             "replay": self.replay,
         }
@@ -210,6 +229,7 @@ class Runner:
             "reference_error": ref_error,
             "plugin": getattr(backend, "plugin_spec", None),
             "tolerance_factor": self.tolerance.factor,
+            "tolerance_statistical": self.tolerance.statistical,
         }
 
     def _not_run(self, case: Case, backend: Backend, detail: str) -> Record:

@@ -17,7 +17,8 @@ line has a ``kind``; the first line is the header and the only one of its kind::
                   "max_examples": int, "invalid_examples": int,
                   "corpus": "all" | "none" | [names], "case_files": [paths],
                   "backends": "all" | [names],         # as requested (--backends)
-                  "plugins": [specs], "tolerance": {"factor": float, "accumulation": str},
+                  "plugins": [specs],
+                  "tolerance": {"factor": float, "accumulation": str, "statistical": bool},
                   "isolated": bool, "timeout": float, "worker_memory_mb": int,
                   "cases": int,                        # how many cases the run has in all
                   "command": str},

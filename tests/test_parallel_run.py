@@ -10,16 +10,20 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conformance import diff as D
 from conformance.backends import resolve
 from conformance.case import parse_id
+from conformance.dtypes import round_to
+from conformance.inputs import run_reference
 from conformance.isolation import DEFAULT_TIMEOUT, TimeBudget
 from conformance.parallel import MAX_AUTO_WORKERS, available_cpus, parse_workers
 from conformance.runner import Runner
 from conformance.stream import read_stream
 from conformance.timing import StageTimes, throughput_table
+from tests.planted import _Planted
 from tests.test_robust_run import ENV, PLUGIN, ROBUST_CASES, ROOT, cli, run_cases, write_cases
 
 # --- run --workers N: the same records, in the same order, as a serial run --------------------
@@ -83,6 +87,68 @@ def test_workers_give_the_serial_records_and_one_report(tmp_path):
     assert stages["backend:planted-op-low"]["count"] > 0
     assert "where the time went" in parallel.stdout
     assert "backend planted-op-low" in parallel.stdout
+
+
+class WithinProvenBound(_Planted):
+    """Every op: the reference plus or minus 0.4 of the proven error bound (alternating signs).
+    Far above what float32 rounding gives, so it takes ``--proven-bound-only`` to pass; with it,
+    it passes whatever the statistical tier's thresholds (float32 cases only: the output's own
+    rounding stays within the bound's share for it)."""
+
+    name = "planted-within-proven-bound"
+
+    def unsupported_reason(self, case):
+        return None
+
+    def run(self, case, inputs):
+        ref = run_reference(case, inputs)
+        bound = D.error_bound(case, ref, D.Tolerance())
+        sign = np.where(np.arange(ref.out.size).reshape(ref.out.shape) % 2, 1.0, -1.0)
+        return round_to(ref.out + 0.4 * bound * sign, case.dtype)
+
+
+def test_proven_bound_only_reaches_the_workers(tmp_path):
+    """``--proven-bound-only`` with ``-n 2``: the records a serial run gives, every one judged
+    by the proven bound alone (and saying so), in both the cases the workers run and the ones
+    the main process shrinks."""
+    ids = [
+        "conv_transpose2d-n1-c2x2-s3-k2-st2-p1-op1-f32",  # planted-op-low fails
+        "conv_transpose1d-n1-c1x1-s4-k2-st2-f32",
+        "conv1d-n1-c64x8-s40-k9-f32",
+        "conv2d-n2-c16x4-s6x5-k3-f32",
+    ]
+    plugin = f"tests.test_parallel_run:{WithinProvenBound.__name__}"
+    common = [
+        "--plugin",
+        plugin,
+        "--no-isolation",
+        "--proven-bound-only",
+        "--dtypes",
+        "float32",
+    ]
+    backends = f"planted-op-low,{WithinProvenBound.name}"
+    serial = run_cases(tmp_path, ids, backends, *common, "--json", str(tmp_path / "s.json"))
+    parallel = run_cases(
+        tmp_path, ids, backends, *common, "-n", "2", "--json", str(tmp_path / "p.json")
+    )
+    assert serial.returncode == 1, serial.stdout + serial.stderr
+    assert parallel.returncode == 1, parallel.stdout + parallel.stderr
+    a = json.loads((tmp_path / "s.json").read_text())
+    b = json.loads((tmp_path / "p.json").read_text())
+
+    def keys(data: dict) -> list[tuple]:
+        return [(*_key(r), r["tolerance_statistical"], r["replay"]) for r in data["records"]]
+
+    assert keys(a) == keys(b)
+    assert a["settings"]["tolerance"]["statistical"] is False
+    assert b["settings"]["tolerance"]["statistical"] is False
+    records = b["records"]
+    assert all(r["tolerance_statistical"] is False for r in records)
+    mine = [r for r in records if r["backend"] == WithinProvenBound.name]
+    assert len(mine) >= len(ids) and all(r["verdict"] == D.PASS for r in mine), mine
+    failed = [r for r in records if r["verdict"] == D.VALUE_MISMATCH]
+    assert failed and any(r["shrunk_from"] for r in failed)
+    assert all(r["replay"].endswith(f"--plugin {PLUGIN} --proven-bound-only") for r in failed)
 
 
 def test_a_worker_that_dies_without_isolation_is_a_clear_error(tmp_path):

@@ -18,10 +18,12 @@ from conformance.backends import load_plugins, resolve
 from conformance.case import OPS, Case
 from conformance.diff import Tolerance
 from conformance.gradients import replay_command as gradient_replay
+from conformance.gradients import run_gradient_case
 from conformance.gradients import summary as gradient_summary
 from conformance.known_failures import KnownFailures
 from conformance.results import RunResults, json_safe, record_from_dict
 from conformance.runner import Runner, replay_command
+from conformance.stream import read_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "examples.direct_conv_backend:DirectConv"
@@ -38,6 +40,92 @@ def _run(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def test_cli_proven_bound_only_reaches_records_replay_and_resume(tmp_path):
+    stream, out = tmp_path / "s.jsonl", tmp_path / "r.json"
+    res = _run(
+        [
+            "-m",
+            "conformance",
+            "run",
+            "--plugin",
+            PLANTED,
+            "--backends",
+            "planted-unflipped",
+            "--ops",
+            "conv_transpose1d",
+            "--dtypes",
+            "float32",
+            "--max-examples",
+            "3",
+            "--invalid-examples",
+            "0",
+            "--no-corpus",
+            "--no-isolation",
+            "--proven-bound-only",
+            "--stream",
+            str(stream),
+            "--json",
+            str(out),
+            "-q",
+        ],
+        tmp_path,
+    )
+    assert res.returncode == 1, res.stdout + res.stderr
+    results = RunResults.read(out)
+    tolerance = {"factor": 1.0, "accumulation": "float32", "statistical": False}
+    assert results.settings["tolerance"] == tolerance
+    assert results.records and all(r.tolerance_statistical is False for r in results.records)
+    replays = [
+        line.split("replay: ", 1)[1] for line in res.stdout.splitlines() if "replay: " in line
+    ]
+    assert replays and all(
+        r.endswith(f"--backends planted-unflipped --plugin {PLANTED} --proven-bound-only")
+        for r in replays
+    ), res.stdout
+    again = _run([*replays[0].split()[1:], "--no-isolation"], tmp_path)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"replay: {replays[0]}" in again.stdout
+
+    # --resume without the option takes it from the stream's header.
+    lines = stream.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["settings"]["tolerance"] == tolerance
+    records = [line for line in lines if json.loads(line)["kind"] == "record"]
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join([lines[0], *records[:2]]) + "\n")
+    resumed = _run(
+        ["-m", "conformance", "run", "--resume", str(cut), "--no-isolation", "-q"], tmp_path
+    )
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    assert "2 record(s) already there" in resumed.stderr
+    done = read_stream(cut)
+    assert done.complete and len(done.records) > 2
+    assert all(r.tolerance_statistical is False for r in done.records)
+    assert all(r.replay.endswith(" --proven-bound-only") for r in done.records if r.failed)
+
+    # Given on --resume, it must match the header: a stream judged with the statistical tier
+    # (said so, or from before the field) is refused; so is a malformed field.
+    for statistical, message in [
+        (True, "--proven-bound-only: given here, not in the stream"),
+        (None, "--proven-bound-only: given here, not in the stream"),
+        ("no", "header settings.tolerance.statistical has the wrong type (str)"),
+    ]:
+        edited = json.loads(lines[0])
+        if statistical is None:
+            del edited["settings"]["tolerance"]["statistical"]
+        else:
+            edited["settings"]["tolerance"]["statistical"] = statistical
+        other = tmp_path / "other.jsonl"
+        other.write_text("\n".join([json.dumps(edited), *records[:2]]) + "\n")
+        refused = _run(
+            ["-m", "conformance", "run", "--resume", str(other), "--proven-bound-only", "-q"],
+            tmp_path,
+        )
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert message in refused.stderr, refused.stderr
+        assert len(read_stream(other).records) == 2  # nothing run
 
 
 # -- the example backend ---------------------------------------------------------------------
@@ -247,6 +335,48 @@ def test_records_carry_the_tolerance_factor_through_json():
     assert gradient_summary(grad).endswith(
         f"replay: python -m conformance.gradients {case.id} --backends mlx-cpu --tolerance-factor 2"
     )
+
+
+def test_replay_command_carries_proven_bound_only():
+    base = "python -m conformance replay x --backends b"
+    assert replay_command("x", "b", None, 1.0, True) == base
+    assert replay_command("x", "b", None, 1.0, False) == base + " --proven-bound-only"
+    assert (
+        replay_command("x", "b", "m:A", 4.0, False)
+        == base + " --plugin m:A --tolerance-factor 4 --proven-bound-only"
+    )
+    assert gradient_replay("x", "mlx-cpu", 1.0, False) == (
+        "python -m conformance.gradients x --backends mlx-cpu --proven-bound-only"
+    )
+
+
+def test_records_carry_proven_bound_only_through_json():
+    (backend,) = resolve(["planted-unflipped"], plugins=[PLANTED])
+    case = Case("conv_transpose1d", 1, 1, 1, (4,), (3,))
+    (default,) = Runner([backend]).run_case(case)
+    assert default.tolerance_statistical is True and "--proven-bound-only" not in default.replay
+    (rec,) = Runner([backend], tolerance=Tolerance(3.0, statistical=False)).run_case(case)
+    assert rec.failed and rec.tolerance_factor == 3.0 and rec.tolerance_statistical is False
+    assert rec.replay.endswith(
+        f"--backends planted-unflipped --plugin {PLANTED} --tolerance-factor 3 --proven-bound-only"
+    )
+    assert rec.summary().splitlines()[-1] == f"  replay: {rec.replay}"
+    back = record_from_dict(json.loads(json.dumps(json_safe(rec.to_dict()))), "test", "record")
+    assert back == rec and back.tolerance_statistical is False and back.replay == rec.replay
+    old = {k: v for k, v in rec.to_dict().items() if k != "tolerance_statistical"}
+    assert record_from_dict(old, "test", "record").tolerance_statistical is True  # older files
+    with pytest.raises(ValueError, match=r"record\.tolerance_statistical has the wrong type"):
+        record_from_dict({**rec.to_dict(), "tolerance_statistical": "no"}, "test", "record")
+    grad = rec.__class__(
+        case.id, "mlx-cpu:grad_input", D.VALUE_MISMATCH, tolerance_statistical=False
+    )
+    assert gradient_summary(grad).endswith(
+        f"replay: python -m conformance.gradients {case.id} --backends mlx-cpu --proven-bound-only"
+    )
+    grads = run_gradient_case(
+        Case("conv1d", 1, 2, 2, (5,), (3,)), ["numpy-ref"], tolerance=Tolerance(statistical=False)
+    )
+    assert grads and all(r.tolerance_statistical is False for r in grads)
 
 
 def test_cli_replay_lines_rerun_the_failure_with_the_same_factor(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from conformance.backends import resolve
 from conformance.case import parse_id
+from conformance.diff import Tolerance
 from conformance.dtypes import round_to
 from conformance.results import SCHEMA, RunResults, backend_entry, counts
 from conformance.runner import Runner
@@ -54,6 +55,19 @@ def test_round_trip(tmp_path):
     assert counts(back.records) == counts(results.records)
 
 
+def test_round_trip_keeps_proven_bound_only(tmp_path):
+    backends = [UnflippedWeight()]
+    runner = Runner(backends, tolerance=Tolerance(2.0, statistical=False))
+    records = runner.run_case(parse_id("conv_transpose2d-n1-c2x3-s3-k3-st2-p1-op1-f16"))
+    settings = {"tolerance": {"factor": 2.0, "accumulation": "float32", "statistical": False}}
+    path = tmp_path / "r.json"
+    RunResults(settings, [backend_entry(b) for b in backends], records).write(path)
+    back = RunResults.read(path)
+    assert back.records == records and back.records[0].tolerance_statistical is False
+    assert back.settings["tolerance"]["statistical"] is False
+    assert back.records[0].replay.endswith(" --tolerance-factor 2 --proven-bound-only")
+
+
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
@@ -67,6 +81,10 @@ def test_round_trip(tmp_path):
         (lambda d: d["records"][2].update(fixed="no"), "records[2].fixed has the wrong type"),
         (lambda d: d["records"][1].update(detail=["x"]), "records[1].detail has the wrong"),
         (lambda d: d["records"][1].update(case=[1]), "records[1].case has the wrong type"),
+        (
+            lambda d: d["records"][1].update(tolerance_statistical="no"),
+            "records[1].tolerance_statistical has the wrong type (str)",
+        ),
         (lambda d: d.update(settings=[]), "results.settings has the wrong type (list)"),
     ],
 )

@@ -1,0 +1,178 @@
+"""Calibration of the diff engine's statistical tier (``nox -s calibrate``).
+
+One conformance run (the same pipeline as ``python -m conformance run``) over the corpus and
+``--max-examples`` generated valid cases per op (default 1700: 10,200 cases), on
+
+* correct implementations in different summation orders: ``numpy-ref`` (float64 rounded once),
+  the CPU backends that are installed (PyTorch, MLX, our host kernels) and the float32
+  alternatives of :mod:`tests.alternatives` (per tap, one GEMM over all taps, split channels);
+* the planted precision bugs of :mod:`tests.planted_precision` (TF32 inputs, one element 1000
+  ulps off, float16 accumulation),
+
+then two tables from its results JSON:
+
+1. per correct implementation, the cases the statistical tier judged and the largest ratio each
+   test reached (threshold 1; a failure is either an upstream bug to triage into
+   ``cases/known_failures/`` or a false alarm);
+2. per planted bug, the cases where it changed the output (against a correct float32
+   implementation, both rounded to the case dtype), how many of those each tier caught
+   (``value-mismatch``: the proven bound; ``precision-mismatch``: the statistical tier), and
+   the smallest case caught and missed.
+
+``python -m benchmarks.calibration --summarize FILE.json`` prints the tables of an earlier run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from conformance import cli
+from conformance import diff as D
+from conformance.case import parse_id
+from conformance.dtypes import DTYPES
+from conformance.report_model import case_size
+from conformance.results import RunResults
+
+CORRECT_BUILTINS = ("numpy-ref", "torch-cpu", "torch-cpu-cl", "mlx-cpu", "kernels-host")
+ALTERNATIVES = ("alt-f32-per-tap", "alt-f32-im2col", "alt-f32-split")
+PLANTED = ("planted-tf32", "planted-one-bad", "planted-f16-acc")
+PLUGINS = ("tests.alternatives:BACKENDS", "tests.planted_precision:BACKENDS")
+RATIOS = (
+    ("statistical_ratio", "per element"),
+    ("rms_ratio", "error level"),
+    ("outlier_ratio", "out of line"),
+)
+
+
+def run(max_examples: int, json_path: Path, workers: str) -> int:
+    """The calibration run; its exit status is the run's (1 where anything failed)."""
+    from conformance.backends import builtin_backends
+
+    available = {b.name for b in builtin_backends() if b.availability.available}
+    backends = [b for b in CORRECT_BUILTINS if b in available] + [*ALTERNATIVES, *PLANTED]
+    argv = ["run", "--max-examples", str(max_examples), "--invalid-examples", "0"]
+    for plugin in PLUGINS:
+        argv += ["--plugin", plugin]
+    argv += ["--backends", ",".join(backends), "--json", str(json_path)]
+    argv += ["--shrink-groups", "0", "-q", "-n", workers]
+    return cli.main(argv)
+
+
+def _smallest(records: list) -> str:
+    return min(records, key=case_size).case_id if records else "-"
+
+
+def correct_table(records: Sequence) -> list[str]:
+    by_backend = defaultdict(list)
+    for r in records:
+        if r.backend not in PLANTED:
+            by_backend[r.backend].append(r)
+    lines = [
+        f"{'implementation':<18}{'judged':>8}"
+        + "".join(f"{title:>14}" for _, title in RATIOS)
+        + f"{'new failures':>14}  largest-ratio cases"
+    ]
+    for backend, recs in by_backend.items():
+        judged = [r for r in recs if r.metrics is not None and r.metrics.rms_ratio is not None]
+        worst = {}
+        for field, _ in RATIOS:
+            top = max(judged, key=lambda r: getattr(r.metrics, field), default=None)
+            worst[field] = top
+        failures = [r for r in recs if r.failed]
+        lines.append(
+            f"{backend:<18}{len(judged):>8}"
+            + "".join(
+                f"{getattr(worst[f].metrics, f):>14.3f}" if worst[f] else f"{'-':>14}"
+                for f, _ in RATIOS
+            )
+            + f"{len(failures):>14}  "
+            + ", ".join(sorted({worst[f].case_id for f, _ in RATIOS if worst[f]}))
+        )
+        for r in failures[:20]:
+            lines.append(f"    failed: {r.case_id}: {r.verdict}: {r.detail[:120]}")
+    return lines
+
+
+@functools.cache
+def _changes_output_of(backend: str, case_id: str) -> bool:
+    from conformance.backends import load_plugins
+    from conformance.inputs import make_inputs
+
+    planted = {b.name: b for b in load_plugins(["tests.planted_precision:BACKENDS"])}
+    correct = load_plugins(["tests.alternatives:Float32PerTap"])[0]
+    case = parse_id(case_id)
+    inputs = make_inputs(case)
+    return not np.array_equal(planted[backend].run(case, inputs), correct.run(case, inputs))
+
+
+def _changes_output(record) -> bool:
+    """Whether the planted bug changed this case's output: its output differs from a correct
+    float32 implementation's (alt-f32-per-tap), both rounded to the case dtype. TF32 rounding
+    leaves float16 and bfloat16 inputs exact, a one-tap case has no float16 accumulation, and
+    1000 ulps of a zero are below float16's subnormals: no test can catch those."""
+    return _changes_output_of(record.backend, record.case_id)
+
+
+def planted_table(records: Sequence) -> list[str]:
+    valid = {r.case_id for r in records if r.backend == "numpy-ref" and r.verdict == D.PASS}
+    lines = [
+        f"{'planted bug':<18}{'dtype':<10}{'changed':>8}{'caught':>8}{'proven':>8}"
+        f"{'statistical':>13}{'missed':>8}  smallest caught / smallest missed"
+    ]
+    for backend in PLANTED:
+        recs = [r for r in records if r.backend == backend and r.case_id in valid]
+        for dtype in ("all", *DTYPES):
+            mine = [r for r in recs if dtype == "all" or parse_id(r.case_id).dtype == dtype]
+            if not mine:
+                continue
+            proven = [r for r in mine if r.verdict in (D.VALUE_MISMATCH, D.NAN_INF_MISMATCH)]
+            stat = [r for r in mine if r.verdict == D.PRECISION_MISMATCH]
+            # Passing records: only those where the bug changed the output are misses.
+            missed = [r for r in mine if not D.is_failure(r.verdict) and _changes_output(r)]
+            changed = len(proven) + len(stat) + len(missed)
+            lines.append(
+                f"{backend if dtype == 'all' else '':<18}{dtype:<10}{changed:>8}"
+                f"{len(proven) + len(stat):>8}{len(proven):>8}{len(stat):>13}{len(missed):>8}  "
+                f"{_smallest(proven + stat)} / {_smallest(missed)}"
+            )
+    return lines
+
+
+def summarize(json_path: Path, out=sys.stdout) -> None:
+    records = RunResults.read(json_path).records
+    cases = {r.case_id for r in records}
+    generated = sum(1 for c in cases if parse_id(c).seed)
+    print(f"\n{json_path}: {len(cases)} cases ({generated} with a seed), {len(records)} records")
+    print("\ncorrect implementations (ratios to their thresholds; > 1 fails):", file=out)
+    for line in correct_table(records):
+        print(line, file=out)
+    print("\nplanted precision bugs (cases where the output differs from a correct one):", file=out)
+    for line in planted_table(records):
+        print(line, file=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.calibration")
+    parser.add_argument("--max-examples", type=int, default=1700)
+    parser.add_argument("--json", type=Path, default=Path("reports/calibration.json"))
+    parser.add_argument("-n", "--workers", default="1")
+    parser.add_argument("--summarize", type=Path, metavar="FILE.json", help="tables only")
+    args = parser.parse_args(argv)
+    if args.summarize:
+        summarize(args.summarize)
+        return 0
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    status = run(args.max_examples, args.json, args.workers)
+    summarize(args.json)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
