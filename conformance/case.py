@@ -2,22 +2,28 @@
 
 Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 
-    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-seedR]
+    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-fFILL][-seedR]
 
 * ``OP`` is one of :data:`OPS`; it fixes the number of spatial dimensions.
 * ``s`` spatial size, ``k`` kernel, ``st`` stride, ``p`` padding, ``d`` dilation, ``op`` output
   padding (transposed ops only), ``g`` groups. A list whose entries are all equal is written once
   (``k3`` is 3x3x3 in 3-D).
-* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0) are never written, so every case has exactly one
-  printed spelling and ``format_id(parse_id(s)) == s`` for every printed id. The parser also takes
-  uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``) and prints them canonically.
+* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0, the uniform fill) are never written, so every
+  case has exactly one printed spelling and ``format_id(parse_id(s)) == s`` for every printed id.
+  The parser also takes uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``,
+  ``funiform``) and prints them canonically.
 * Negative numbers (only invalid cases have them) are written ``m1`` for -1.
 * ``DTYPE`` is ``f32``, ``f16`` or ``bf16``.
+* ``FILL`` is how the inputs are drawn from the seed, one of :data:`FILLS` after an ``f``:
+  ``fint``, ``fsparse``, ``fwide`` (see :func:`conformance.inputs.make_inputs`). The default,
+  ``uniform``, is never written, so ids without a fill token are the ids of uniform cases. A
+  fill token is ``f`` and letters, a dtype ``f`` or ``bf`` and digits: they cannot be confused.
 
 Ids use only ``[a-z0-9_x-]``: they are valid pytest ids and ``pytest -k conv_transpose3d`` selects
-by op (no op name is a substring of another).
+by op (no op name is a substring of another, nor of any other token).
 
-Example: ``conv_transpose3d-n2-c8x16-s5-k3-st2x1x2-p1-op1-f32``.
+Examples: ``conv_transpose3d-n2-c8x16-s5-k3-st2x1x2-p1-op1-f32``,
+``conv2d-n1-c16x8-s9-k3-bias-f16-fint-seed4``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from dataclasses import asdict, dataclass, field
 
 from conformance.dtypes import FROM_SHORT, SHORT, check_dtype
 from reference.params import OPS  # op name -> (spatial dims, transposed)
+
+#: How :func:`conformance.inputs.make_inputs` draws a case's inputs from its seed; the first is
+#: the default (never written in ids).
+FILLS: tuple[str, ...] = ("uniform", "int", "sparse", "wide")
 
 
 def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
@@ -43,7 +53,8 @@ def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Case:
-    """One conformance case: an op, its shapes and parameters, a dtype and an input seed.
+    """One conformance case: an op, its shapes and parameters, a dtype, an input seed and an
+    input fill (:data:`FILLS`; last, so positional construction of the other fields is as it was).
 
     Numeric parameters are not range-checked here, so invalid cases (stride 0, output padding too
     large, ...) can be represented and sent to every backend; the reference decides validity.
@@ -63,6 +74,7 @@ class Case:
     dtype: str = "float32"
     bias: bool = False
     seed: int = 0
+    fill: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -85,6 +97,8 @@ class Case:
         check_dtype(self.dtype)
         if not isinstance(self.bias, bool):
             raise ValueError(f"Case.bias must be a bool, got {self.bias!r}")
+        if self.fill not in FILLS:
+            raise ValueError(f"Case.fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
 
     @property
     def ndim(self) -> int:
@@ -133,10 +147,14 @@ class Case:
         return kw
 
     def to_dict(self) -> dict[str, object]:
+        """Plain JSON; ``fill`` only when it is not the default (so records and files of
+        uniform cases are as they were, and :meth:`from_dict` reads them unchanged)."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        if d["fill"] == FILLS[0]:
+            del d["fill"]
         return d
 
     @classmethod
@@ -158,6 +176,8 @@ _TOKEN_ORDER = ("n", "c", "s", "k", "st", "p", "d", "op", "g")
 _DEFAULTS = {"st": 1, "p": 0, "d": 1, "op": 0, "g": 1}
 _NUM = r"m?\d+"
 _TOKEN_RE = re.compile(rf"^(st|op|seed|n|c|s|k|p|d|g)({_NUM}(?:x{_NUM})*)$")
+#: ``f`` and letters: a fill (a dtype token is ``f`` or ``bf`` and digits).
+_FILL_RE = re.compile(r"^f([a-z_]+)$")
 
 
 def _fmt_int(v: int) -> str:
@@ -191,6 +211,8 @@ def format_id(case: Case) -> str:
     if case.bias:
         parts.append("bias")
     parts.append(SHORT[case.dtype])
+    if case.fill != FILLS[0]:
+        parts.append("f" + case.fill)
     if case.seed:
         parts.append(f"seed{case.seed}")
     return "-".join(parts)
@@ -210,9 +232,10 @@ def parse_id(text: str) -> Case:
     values: dict[str, tuple[int, ...]] = {}
     bias = False
     dtype = None
+    fill = FILLS[0]
     seed = 0
     # Every token has a rank; ranks must strictly increase (fixed order, nothing twice).
-    rank = {name: i for i, name in enumerate((*_TOKEN_ORDER, "bias", "dtype", "seed"))}
+    rank = {name: i for i, name in enumerate((*_TOKEN_ORDER, "bias", "dtype", "fill", "seed"))}
     last_rank, last_tok = -1, op
     for tok in parts[1:]:
         m = _TOKEN_RE.match(tok)
@@ -220,6 +243,8 @@ def parse_id(text: str) -> Case:
             kind = "dtype"
         elif tok == "bias":
             kind = "bias"
+        elif _FILL_RE.match(tok):
+            kind = "fill"
         elif m:
             kind = m.group(1)
         else:
@@ -236,6 +261,13 @@ def parse_id(text: str) -> Case:
             dtype = FROM_SHORT[tok]
         elif kind == "bias":
             bias = True
+        elif kind == "fill":
+            fill = tok[1:]
+            if fill not in FILLS:
+                raise ValueError(
+                    f"case id {text!r}: unknown fill {fill!r} in token {tok!r} "
+                    f"(field 'fill': one of {', '.join(FILLS)}, written f<name>)"
+                )
         elif kind == "seed":
             nums = _parse_ints(m.group(2))
             if len(nums) != 1:
@@ -279,5 +311,6 @@ def parse_id(text: str) -> Case:
         dtype=dtype,
         bias=bias,
         seed=seed,
+        fill=fill,
     )
     return case

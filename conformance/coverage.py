@@ -2,7 +2,7 @@
 
 A green run means little if it never tried the parameters where kernels break. A *region* is a
 named yes/no question about a :class:`~conformance.case.Case` (``stride > 1``, ``bfloat16``,
-...); :data:`REGIONS` lists them, one line each, so adding one (an input-fill field, say) is one
+...); :data:`REGIONS` lists them, one line each, so adding one (for a new case field, say) is one
 line. A region may apply to some ops only (``output_padding > 0``: the transposed ones); where
 it does not apply the table says ``n/a``, never a gap.
 
@@ -134,6 +134,9 @@ REGIONS: tuple[Region, ...] = (
     ),
     Region("an odd output size (first axis)", "odd", lambda c: _first_output_axis(c, 1)),
     Region("an even output size (first axis)", "even", lambda c: _first_output_axis(c, 0)),
+    Region("the int fill (exact integers)", "int", lambda c: c.fill == "int"),
+    Region("the sparse fill (exact zeros)", "sparse", lambda c: c.fill == "sparse"),
+    Region("the wide fill (wide dynamic range)", "wide", lambda c: c.fill == "wide"),
 )
 
 

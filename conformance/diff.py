@@ -17,6 +17,26 @@ Tolerance is per element, from the reference's error-bound inputs, not a fixed r
   any summation order of the products in ``u_acc`` arithmetic; algorithms outside that model
   (Winograd, FFT) may need a larger c, which must be asked for explicitly.
 
+Input fills (``Case.fill``, drawn by :func:`conformance.inputs.make_inputs`):
+
+* ``int``: every product and partial sum is an exact integer within the dtype's exact-integer
+  range, so the reference output is exact in the dtype and so is any conforming result, in any
+  summation order: the comparison is exact (:func:`exact_comparison`; the bound is half a
+  subnormal, below the gap between any two values of the dtype), and it takes no statistical
+  tier or precision hint. A tolerance factor above 1 (an algorithm outside the summation model,
+  Winograd, FFT) or an accumulation precision too short for the dtype's integers turns this
+  off: such a kernel need not be exact on integers, and the case is judged by the bound.
+* ``wide``: float16 outputs overflow for some elements: the reference rounds them to inf, and a
+  backend must return inf of the same sign there (NaN or a finite value: ``nan-inf-mismatch``).
+  Where the reference is within the bound of the overflow threshold (:data:`OVERFLOW`), a
+  conforming result may round either way: inf with the reference's sign passes, and a finite
+  result is judged by the bound against the exact (float64) reference. The statistical tier is
+  not applied to ``wide`` (:data:`STATISTICAL_FILLS`): its terms span dozens of binades, outside
+  the random-sign model the tier was calibrated on (sequential float32 summation of ~10^4 of
+  them reaches its RMS threshold).
+* ``sparse`` and ``uniform``: the bound and both tiers as above. Signed zeros are not judged:
+  -0 and +0 compare equal (err 0, 0 ulps), also where every term of an element is zero.
+
 Besides the verdict it reports abs/rel/ULP errors, error over bound, the elements over tolerance,
 the worst element by logical index, the spatial/channel pattern of failures, and whether the error
 profile fits a known lower-precision cause (TF32, float16 or bfloat16 accumulation).
@@ -31,6 +51,7 @@ import numpy as np
 from conformance import precision as P
 from conformance.case import Case
 from conformance.dtypes import UNDERFLOW_HALF_STEP, UNIT_ROUNDOFF, round_to, ulp_between
+from conformance.inputs import EXACT_INTEGER_LIMIT
 from reference.core import ConvResult
 
 PASS = "pass"
@@ -94,9 +115,45 @@ class Tolerance:
             )
 
 
-def error_bound(case: Case, ref: ConvResult, tol: Tolerance) -> np.ndarray:
-    """Per-element bound on |got - want| for a conforming backend."""
+#: Fills the statistical tier judges (its random-sign model; see the module docstring).
+STATISTICAL_FILLS = frozenset({"uniform", "sparse"})
+
+#: Per dtype, the smallest magnitude that rounds to inf (the largest finite value plus half its
+#: ulp; a tie rounds to inf, the largest finite value's significand being odd).
+OVERFLOW: dict[str, float] = {
+    "float32": (2 - UNIT_ROUNDOFF["float32"]) * 2.0**127,
+    "float16": (2 - UNIT_ROUNDOFF["float16"]) * 2.0**15,
+    "bfloat16": (2 - UNIT_ROUNDOFF["bfloat16"]) * 2.0**127,
+}
+
+
+def exact_comparison(case: Case, ref: ConvResult, tol: Tolerance) -> bool:
+    """Whether a conforming output must equal the reference exactly: an ``int`` fill case
+    (:func:`conformance.inputs.make_inputs`) whose reference output is integers within the
+    dtype's exact-integer limit ``L``, judged under the summation model: a tolerance factor of at
+    most 1 and an accumulation precision that holds integers up to ``L`` exactly (float32, the
+    default, does for every dtype; ``Tolerance(accumulation="float16")`` not for float32).
+
+    The reference condition holds for every forward ``int`` case by construction; it is checked
+    so that other outputs of such a case (gradients, whose cotangent is uniform) keep the bound.
+    """
+    limit = EXACT_INTEGER_LIMIT[case.dtype]
+    if case.fill != "int" or tol.factor > 1 or UNIT_ROUNDOFF[tol.accumulation] * limit > 1:
+        return False
+    out = ref.out
+    return bool(np.all(out == np.rint(out)) and np.abs(out).max(initial=0.0) <= limit)
+
+
+def error_bound(
+    case: Case, ref: ConvResult, tol: Tolerance, exact: bool | None = None
+) -> np.ndarray:
+    """Per-element bound on |got - want| for a conforming backend; with ``exact``
+    (default: :func:`exact_comparison`) only half a subnormal, so any difference fails."""
     assert ref.abs_sum is not None and ref.terms is not None
+    if exact is None:
+        exact = exact_comparison(case, ref, tol)
+    if exact:
+        return np.full(ref.out.shape, UNDERFLOW_HALF_STEP[case.dtype])
     u_acc = UNIT_ROUNDOFF[tol.accumulation]
     u_out = UNIT_ROUNDOFF[case.dtype]
     accumulation = tol.factor * u_acc * ref.terms * ref.abs_sum
@@ -306,7 +363,7 @@ def precision_hint(
         candidates.append(("float16 accumulation", 0.0, u16))
     else:
         candidates.append(("bfloat16 accumulation", 0.0, ubf))
-    base = error_bound(case, ref, Tolerance(tol.factor, "float64"))
+    base = error_bound(case, ref, Tolerance(tol.factor, "float64"), exact=False)
     if statistical:
         root_n = np.sqrt(ref.terms)
         inputs_scale, acc_scale = P.LAMBDA * 4 / np.maximum(root_n, 1), P.LAMBDA * root_n
@@ -361,7 +418,8 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
             )
     want32 = round_to(want, case.dtype)  # float32; may overflow to inf
     got32 = got64.astype(np.float32)  # exact: got is on the dtype's grid
-    bound = error_bound(case, ref, tol)
+    exact = exact_comparison(case, ref, tol)
+    bound = error_bound(case, ref, tol, exact)
     if all_got_finite and bool(np.isfinite(want32).all()):
         # The common case: no masks, no copies of masked elements.
         mismatch = np.zeros(got64.shape, bool)
@@ -375,7 +433,17 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
         mismatch = (bad_got != bad_want) | (
             bad_got & bad_want & (np.isnan(got64) | (np.sign(got64) != np.sign(want_rounded)))
         )
-        finite = ~bad_got & ~bad_want
+        # Within the bound of the overflow threshold a conforming result may round either way:
+        # inf with the reference's sign, or a finite value judged by the bound (below).
+        with np.errstate(invalid="ignore"):
+            size = np.abs(want)
+            either = (size + bound >= OVERFLOW[case.dtype]) & (size - bound < OVERFLOW[case.dtype])
+        if either.any():
+            inf_ok = bad_got & (got64 == np.copysign(np.inf, want))
+            mismatch &= ~(either & (inf_ok | ~bad_got))
+            finite = ~bad_got & (~bad_want | either)
+        else:
+            finite = ~bad_got & ~bad_want
         err = np.where(finite, np.abs(got64 - want), 0.0)
         ulp = np.zeros(err.shape, np.int64)
         ulp[finite] = ulp_between(got32[finite], want32[finite], case.dtype)
@@ -385,7 +453,8 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
     any_nonzero = bool(np.any(finite & (want != 0)))
     over_bound = err / bound
     stat = None
-    if tol.statistical and err.size and not over.any():
+    statistical = tol.statistical and not exact and case.fill in STATISTICAL_FILLS
+    if statistical and err.size and not over.any():
         stat = P.scores(case.dtype, case.bias, err, ref, tol.factor)
     if stat is not None and stat.fails:
         # Judged by the statistical tier: the map, worst element and pattern show its view.
@@ -396,7 +465,9 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
     ratio = np.where(mismatch, np.inf, err / shown_bound)
     worst = _worst(got64, want, np.where(mismatch, np.inf, err), shown_bound, ratio, ulp)
     emap, eaxes = error_map(ratio, worst) if flagged.any() and worst is not None else (None, None)
-    if over.any() and not mismatch.any():
+    if exact:
+        hint = None  # an error on exact inputs is a wrong result, not a precision profile
+    elif over.any() and not mismatch.any():
         hint = precision_hint(case, err, ref, tol)
     elif stat is not None and (stat.element_ratio > 1 or stat.rms_ratio > 1):
         # Elements out of line alone are no lower-precision arithmetic: no hint for them.
@@ -428,6 +499,14 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
             f"{int(mismatch.sum())} element(s) non-finite in only one of got/want; first at "
             f"{tuple(int(i) for i in where)}: got {got64[tuple(where)]}, "
             f"want {want_rounded[tuple(where)]}",
+        )
+    if over.any() and exact:
+        return Diff(
+            VALUE_MISMATCH,
+            metrics,
+            f"{metrics.over_tolerance} element(s) differ from the exact result (int fill: every "
+            f"product and partial sum is an exact integer, so the reference is exact in "
+            f"{case.dtype} and any difference is an error)",
         )
     if over.any():
         return Diff(VALUE_MISMATCH, metrics, f"{metrics.over_tolerance} element(s) over tolerance")

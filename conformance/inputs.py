@@ -6,6 +6,7 @@ layout. Adapters convert them to their own dtype and layout; that conversion is 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
@@ -25,24 +26,132 @@ class Inputs:
     bias: np.ndarray | None
 
 
+#: Largest integer every integer up to which is exact in the dtype (its significand bits).
+EXACT_INTEGER_LIMIT: dict[str, int] = {"float32": 2**24, "float16": 2**11, "bfloat16": 2**8}
+
+#: ``wide`` fill: magnitudes ``2^uniform(-e, e)``. bfloat16 and float32 (same exponent range):
+#: a fixed ``e``; float16: ``e`` from :func:`wide_exponent`.
+WIDE_EXPONENT: dict[str, float] = {"float32": 16.0, "bfloat16": 16.0}
+#: float16 ``wide`` fill: ``e = min(8, (WIDE_F16_LOG2_PEAK - log2(n) / 2) / 2)`` for ``n``
+#: products per output element, floored at WIDE_F16_MIN_EXPONENT (see :func:`wide_exponent`).
+WIDE_F16_LOG2_PEAK = 19.0
+WIDE_F16_MIN_EXPONENT = 4.0
+
+#: Second SeedSequence word of the stream that places the ``sparse`` fill's zeros and the
+#: ``int`` fill's nonzero weights (the values come from the case seed's own stream).
+FILL_STREAM = 2
+
+
+def reduction_terms(case: Case) -> int:
+    """Products per output element at most: ``(in_channels / groups) * taps`` (a transposed op's
+    output element sums at most that many too, fewer with stride > 1). At least 1."""
+    return max(1, max(case.w_shape[-1], 0) * math.prod(max(k, 0) for k in case.kernel))
+
+
+def int_magnitude(case: Case) -> int:
+    """The ``int`` fill's ``m``: the largest with ``n m^2 (+ m with a bias) <= L`` for ``n``
+    products per output element and the dtype's exact-integer limit ``L``; 0 when even ``m = 1``
+    does not fit (then the weights are made sparse, see :func:`make_inputs`)."""
+    limit, n, extra = EXACT_INTEGER_LIMIT[case.dtype], reduction_terms(case), int(case.bias)
+    m = math.isqrt(limit // n)
+    while m > 0 and n * m * m + extra * m > limit:
+        m -= 1
+    return m
+
+
+def wide_exponent(case: Case) -> float:
+    """The ``wide`` fill's ``e``: magnitudes are ``2^uniform(-e, e)``.
+
+    float16: ``min(8, (19 - log2(n) / 2) / 2)``, at least 4. Inputs are then normal float16
+    values (``>= 2^-8``) and at most 256, products up to ``2^16``: from about 10 products per
+    output element on, some outputs pass 65504 and the reference rounds them to inf (0.03% of
+    them at 9 products, 1-2% at 72-2304, up to 5% at 18432; ``e`` shrinks with ``n`` because
+    sums of many large products would otherwise overflow nearly everywhere: 94% at ``e = 10``
+    and 576 products). bfloat16 and float32: ``e = 16``, products over ``2^[-32, 32]``, far
+    inside their range.
+    """
+    if case.dtype != "float16":
+        return WIDE_EXPONENT[case.dtype]
+    e = (WIDE_F16_LOG2_PEAK - math.log2(reduction_terms(case)) / 2) / 2
+    return max(WIDE_F16_MIN_EXPONENT, min(8.0, e))
+
+
 @lru_cache(maxsize=64)
 def make_inputs(case: Case) -> Inputs:
-    """Uniform values in [-1, 1) from ``case.seed``, rounded once to ``case.dtype``.
+    """The case's inputs, drawn from ``case.seed`` as ``case.fill`` says, rounded once to
+    ``case.dtype``:
 
-    Shapes come from the case even when it is invalid (a negative size becomes 0, so the arrays
-    can still be built and handed to backends to reject).
+    * ``uniform`` (default): uniform values in [-1, 1). Never an exact zero, an integer or a
+      value near the float16 range.
+    * ``int``: integers in ``[-m, m]`` (input, weight and bias), ``m`` from
+      :func:`int_magnitude`: the largest with ``n m^2 (+ m) <= L`` for ``n`` products per output
+      element (:func:`reduction_terms`) and the dtype's exact-integer limit ``L``
+      (:data:`EXACT_INTEGER_LIMIT`: 2^24 float32, 2048 float16, 256 bfloat16). Every product
+      and every partial sum, in any order, is then an integer of magnitude at most ``L``: exact
+      in float32 and in the dtype, and so is the output, which the diff engine compares exactly
+      (benchdnn's trick: any indexing error shows, by one unit if need be). Where even ``m = 1``
+      does not fit (``n >= L``, e.g. bfloat16 with 288 products), the input and bias are in
+      {-1, 0, 1} and each output channel's weight has ``L - [bias]`` entries of +-1 at random
+      positions, zeros elsewhere: at most that many nonzero products per output element.
+    * ``sparse``: the ``uniform`` values (the same ones) with about half of the input, weight
+      and bias elements set to exact (positive) zeros.
+    * ``wide``: ``sign * 2^uniform(-e, e)``, random signs, ``e`` from :func:`wide_exponent`:
+      float16 up to 256 (outputs of longer reductions overflow to inf for some elements),
+      bfloat16 and float32 over ``2^[-16, 16]``. Never zero or subnormal.
+
+    Special values (NaN, inf, -0, subnormal inputs) are never drawn. The ``sparse`` fill's zeros
+    and the sparse ``int`` weights are placed by a second stream (:data:`FILL_STREAM`), so the
+    ``sparse`` fill's nonzero values are the ``uniform`` fill's. Shapes come from the case even
+    when it is invalid (a negative size becomes 0, so the arrays can still be built and handed
+    to backends to reject).
     """
     rng = np.random.default_rng(case.seed)
+    shapes = [case.x_shape, case.w_shape, *([case.bias_shape] if case.bias_shape else [])]
+    shapes = [tuple(max(s, 0) for s in shape) for shape in shapes]
+    if case.fill == "int":
+        arrays = _int_fill(case, rng, shapes)
+    elif case.fill == "wide":
+        e = wide_exponent(case)
+        arrays = [
+            rng.choice(np.array([-1.0, 1.0]), shape) * np.exp2(rng.uniform(-e, e, shape))
+            for shape in shapes
+        ]
+    else:
+        arrays = [rng.uniform(-1.0, 1.0, shape) for shape in shapes]
+        if case.fill == "sparse":
+            zeros = np.random.default_rng([case.seed, FILL_STREAM])
+            arrays = [np.where(zeros.random(a.shape) < 0.5, 0.0, a) for a in arrays]
+    out = []
+    for a in arrays:
+        r = round_to(a, case.dtype)
+        r.setflags(write=False)
+        out.append(r)
+    return Inputs(out[0], out[1], out[2] if case.bias_shape else None)
 
-    def draw(shape: tuple[int, ...]) -> np.ndarray:
-        arr = round_to(rng.uniform(-1.0, 1.0, tuple(max(s, 0) for s in shape)), case.dtype)
-        arr.setflags(write=False)
-        return arr
 
-    x = draw(case.x_shape)
-    w = draw(case.w_shape)
-    b = draw(case.bias_shape) if case.bias_shape else None
-    return Inputs(x, w, b)
+def _int_fill(
+    case: Case, rng: np.random.Generator, shapes: list[tuple[int, ...]]
+) -> list[np.ndarray]:
+    m = int_magnitude(case)
+    if m >= 1:
+        return [
+            rng.integers(-m, m, size=shape, endpoint=True).astype(np.float64) for shape in shapes
+        ]
+    # Even +-1 everywhere could pass L: cap the nonzero weights per output channel (each output
+    # element's products use one output channel's weights, each weight at most once).
+    x, w, *b = (
+        rng.integers(-1, 1, size=shape, endpoint=True).astype(np.float64) for shape in shapes
+    )
+    keep = EXACT_INTEGER_LIMIT[case.dtype] - int(case.bias)
+    flat = w.reshape(w.shape[0], -1) if w.size else w
+    if w.size and flat.shape[1] > keep:
+        pick = np.random.default_rng([case.seed, FILL_STREAM])
+        signs = np.where(pick.random(flat.shape) < 0.5, -1.0, 1.0)
+        order = np.argsort(pick.random(flat.shape), axis=1)
+        flat = np.zeros(flat.shape)
+        np.put_along_axis(flat, order[:, :keep], np.take_along_axis(signs, order[:, :keep], 1), 1)
+        w = flat.reshape(w.shape)
+    return [x, w, *b]
 
 
 def check_case(case: Case) -> tuple[int, ...]:
