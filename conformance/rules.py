@@ -42,7 +42,7 @@ MIN_FAILURES = 3
 
 #: (name, negated name, predicate), in the order a reader looks for them; where a known-failures
 #: predicate asks the same question, it is that predicate. Categorical features (op, spatial
-#: dims, dtype) are one feature per value, added by :func:`_categorical`.
+#: dims, dtype, fill) are one feature per value, added by :func:`_categorical`.
 FEATURES: tuple[tuple[str, str, Callable[[Case], bool]], ...] = (
     ("groups > 1", "groups = 1", lambda c: c.groups > 1),
     ("depthwise", "not depthwise", lambda c: c.groups > 1 and c.groups == c.in_channels),
@@ -106,7 +106,11 @@ class Rule:
 
 def _categorical(cases: Sequence[Case]) -> list[tuple[str, str, Callable[[Case], bool]]]:
     out: list[tuple[str, str, Callable[[Case], bool]]] = []
-    for label, key in (("op", lambda c: c.op), ("dtype", lambda c: c.dtype)):
+    for label, key in (
+        ("op", lambda c: c.op),
+        ("dtype", lambda c: c.dtype),
+        ("fill", lambda c: c.fill),
+    ):
         for value in sorted({key(c) for c in cases}):
             out.append(
                 (f"{label} = {value}", f"{label} != {value}", lambda c, k=key, v=value: k(c) == v)
