@@ -235,3 +235,27 @@ class WrongLastOddElement(_Planted):
         if out.shape[1] % 2 == 1:
             out[:, -1] += 1.0
         return round_to(out, case.dtype)
+
+
+# --- a bug that shows only at batch index >= 2 (tests/test_case_space.py) -----------------------
+
+
+class WrongForLateBatch(_Planted):
+    """Right for the first two batch items and off by 1.0 plus 1/16 of the value everywhere in
+    every later one (batch index >= 2), as a kernel whose batch loop mishandles all but its
+    first two items would be: only cases with batch >= 3 show it (the relative part shows on
+    wide-fill outputs too, whose values reach 2^16). Runs every op. Not in :data:`BACKENDS`:
+    load it as ``tests.planted:WrongForLateBatch``."""
+
+    name = "planted-batch3"
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        return None
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        out = run_op(
+            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
+        )
+        out = np.array(out, copy=True)  # (N, *spatial, C_out)
+        out[2:] += 1.0 + np.abs(out[2:]) / 16
+        return round_to(out, case.dtype)

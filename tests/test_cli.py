@@ -94,8 +94,10 @@ def test_a_run_with_new_failures_exits_1_after_writing_its_files(tmp_path):
         "planted-unflipped",
         "--ops",
         "conv_transpose2d",
+        # Enough cases that the passes (pointwise kernels, where the flip changes nothing) tell
+        # "kernel > 1" from rules that hold for the failures alone.
         "--max-examples",
-        "12",
+        "40",
         "--no-corpus",
         "--json",
         str(out),

@@ -250,6 +250,8 @@ def cli_run(tmp_path_factory) -> tuple[str, dict, str]:
                 "run",
                 "--ops",
                 "conv1d,conv_transpose2d",
+                "--dtypes",
+                "float32",
                 "--backends",
                 "numpy-ref",
                 "--max-examples",
@@ -287,17 +289,17 @@ def test_cli_prints_the_table_after_the_verdicts(cli_run) -> None:
         assert row["bias"] == (str(n_bias) if n_bias else "0!")
         n_stride = sum(any(s > 1 for s in c["stride"]) for c in cases)
         assert row["st>1"] == (str(n_stride) if n_stride else "0!")
-        n_f16 = sum(c["dtype"] == "float16" for c in cases)
-        assert row["f16"] == (str(n_f16) if n_f16 else "0!")
+        # The run draws float32 cases only: float16 is flagged.
+        assert row["f16"] == "0!" and row["f32"] == str(len(cases))
         n_odd = sum(first_output_size(c) % 2 for c in cases)
         assert row["odd"] == (str(n_odd) if n_odd else "0!")
         assert int(row["odd"].rstrip("!")) + int(row["even"].rstrip("!")) == len(cases)
-        # Generated cases have batch 1 or 2 (conformance.strategies): never batch >= 3.
-        assert row["n>=3"] == "0!"
+        n_late = sum(c["batch"] >= 3 for c in cases)
+        assert row["n>=3"] == (str(n_late) if n_late else "0!")
     assert table["conv1d"]["op>0"] == "n/a"
     assert table["conv_transpose2d"]["op>0"] != "n/a"
     not_covered = stdout[stdout.index("not covered:") :].split("\n\n")[0]
-    assert "no case with batch >= 3 for conv1d, conv_transpose2d" in " ".join(not_covered.split())
+    assert "no case with float16 for conv1d, conv_transpose2d" in " ".join(not_covered.split())
 
 
 def test_report_has_the_coverage_section_and_the_flags_in_the_banner(cli_run) -> None:
@@ -314,7 +316,7 @@ def test_report_has_the_coverage_section_and_the_flags_in_the_banner(cli_run) ->
     flagged_cells = section.find_all("td", class_="cov-gap")
     assert len(flagged_cells) == sum(v == "0!" for row in table.values() for v in row.values())
     banner = [li.text() for li in doc.find(id="coverage-gaps").find_all("li")]
-    assert "no case with batch >= 3 for conv1d, conv_transpose2d" in banner
+    assert "no case with float16 for conv1d, conv_transpose2d" in banner
     assert [li.text() for li in section.find(id="coverage-flagged").find_all("li")] == [
         line for line in banner if line.startswith("no case with")
     ]

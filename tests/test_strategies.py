@@ -11,7 +11,21 @@ from hypothesis import strategies as st
 import reference
 from conformance.case import OPS, Case
 from conformance.dtypes import DTYPES
-from conformance.strategies import INVALID_RULES, SIZE_LIMITS, invalid_cases, valid_cases
+from conformance.strategies import (
+    BUDGET,
+    INVALID_RULES,
+    MAX_BATCH,
+    MAX_CHANNELS,
+    MAX_DEPTHWISE,
+    MAX_DILATION,
+    MAX_GROUPS,
+    MAX_KERNEL,
+    MAX_PADDING,
+    MAX_STRIDE,
+    invalid_cases,
+    valid_cases,
+    work,
+)
 from reference import conv_output_shape, conv_transpose_output_shape
 
 ALL_OPS = tuple(OPS)
@@ -72,14 +86,18 @@ def test_valid_cases_accepted_by_reference(op, data):
     assert np.all(np.isfinite(res.out))
     if not case.transposed:
         assert not any(case.output_padding)
-    # within the advertised size limits
-    extra, kmax, smax, dmax, pmax = SIZE_LIMITS[case.ndim]
-    assert all(1 <= k <= kmax for k in case.kernel)
-    assert all(1 <= s <= smax for s in case.stride)
-    assert all(1 <= d <= dmax for d in case.dilation)
-    assert all(0 <= p <= pmax for p in case.padding)
-    assert 1 <= case.groups <= 3 and 1 <= case.batch <= 2
+    # within the advertised limits and the work budget
+    nd = case.ndim
+    assert all(1 <= k <= MAX_KERNEL for k in case.kernel)
+    assert all(1 <= s <= MAX_STRIDE[nd] for s in case.stride)
+    assert all(1 <= d <= MAX_DILATION[nd] for d in case.dilation)
+    assert all(0 <= p <= MAX_PADDING for p in case.padding)
+    assert 1 <= case.batch <= MAX_BATCH
+    assert case.in_channels <= MAX_CHANNELS and case.out_channels <= MAX_CHANNELS
+    assert 1 <= case.groups <= MAX_GROUPS or case.groups == case.in_channels <= MAX_DEPTHWISE
     assert case.in_channels % case.groups == 0 and case.out_channels % case.groups == 0
+    products, nbytes = work(case)
+    assert products <= BUDGET.products and nbytes <= BUDGET.bytes
 
 
 @pytest.mark.parametrize("op", ALL_OPS)
@@ -164,6 +182,11 @@ VALID_CORNERS = {
     "bias": lambda c: c.bias,
     "no bias": lambda c: not c.bias,
     "batch 2": lambda c: c.batch == 2,
+    "batch 4": lambda c: c.batch == 4,
+    "groups=8": lambda c: c.groups == 8,
+    "depthwise": lambda c: c.groups == c.in_channels > 1,
+    "kernel 7": lambda c: MAX_KERNEL in c.kernel,
+    "64 channels": lambda c: c.in_channels >= 64 and c.out_channels >= 64,
     "kernel 1": lambda c: all(k == 1 for k in c.kernel),
     "unequal dims": lambda c: c.ndim == 1 or len(set(c.kernel)) > 1,
     "channels differ": lambda c: c.in_channels != c.out_channels,
