@@ -1,23 +1,23 @@
-"""Calibration of the diff engine's statistical tier (``nox -s calibrate``).
+"""Calibration of the diff engine's statistical tier, and the planted bugs it and the rest of
+the harness must catch (``nox -s calibrate``).
 
-One conformance run (the same pipeline as ``python -m conformance run``) over the corpus and
-``--max-examples`` generated valid cases per op (default 1700: 10,200 cases), on
+Two conformance runs, through the same pipeline as ``python -m conformance run``:
 
-* correct implementations in different summation orders: ``numpy-ref`` (float64 rounded once),
-  the CPU backends that are installed (PyTorch, MLX, our host kernels) and the float32
-  alternatives of :mod:`tests.alternatives` (per tap, one GEMM over all taps, split channels);
-* the planted precision bugs of :mod:`tests.planted_precision` (TF32 inputs, one element 1000
-  ulps off, float16 accumulation),
-
-then two tables from its results JSON:
-
-1. per correct implementation, the cases the statistical tier judged and the largest ratio each
-   test reached (threshold 1; a failure is either an upstream bug to triage into
-   ``cases/known_failures/`` or a false alarm);
-2. per planted bug, the cases where it changed the output (against a correct float32
-   implementation, both rounded to the case dtype), how many of those each tier caught
-   (``value-mismatch``: the proven bound; ``precision-mismatch``: the statistical tier), and
-   the smallest case caught and missed.
+1. **Correct implementations**, over the corpus and ``--max-examples`` generated cases per op
+   (default 1700: 10,200 valid cases and their invalid share): ``numpy-ref`` (float64 rounded
+   once), the CPU backends that are installed (PyTorch, MLX, our host kernels) and the float32
+   alternatives of :mod:`tests.alternatives` (per tap, one GEMM over all taps, split channels).
+   Its table gives, per implementation, the cases the statistical tier judged and the largest
+   ratio each test reached (threshold 1); a new failure is an upstream bug to triage into
+   ``cases/known_failures/`` or a false alarm, and fails the session.
+2. **Planted bugs**, over the default release run's cases (``--planted-examples``, 400 per op):
+   TF32 inputs, one element 1000 ulps off and float16 accumulation
+   (:mod:`tests.planted_precision`), a wrong odd-length tail and wrong batch items >= 2
+   (:mod:`tests.planted`), NaN where an input is zero (:mod:`tests.planted_fills`), with the
+   run's shrinking. Its table gives, per bug and dtype, the cases where the bug changed the
+   output, how many each tier caught (``value-mismatch``/``nan-inf-mismatch``: the proven bound
+   and the non-finite check; ``precision-mismatch``: the statistical tier), the misses, and the
+   smallest case caught (shrunk during the run where it could be) and missed.
 
 ``python -m benchmarks.calibration --summarize FILE.json`` prints the tables of an earlier run.
 """
@@ -42,8 +42,18 @@ from conformance.results import RunResults
 
 CORRECT_BUILTINS = ("numpy-ref", "torch-cpu", "torch-cpu-cl", "mlx-cpu", "kernels-host")
 ALTERNATIVES = ("alt-f32-per-tap", "alt-f32-im2col", "alt-f32-split")
-PLANTED = ("planted-tf32", "planted-one-bad", "planted-f16-acc")
-PLUGINS = ("tests.alternatives:BACKENDS", "tests.planted_precision:BACKENDS")
+#: Planted bug -> the plugin that provides it.
+PLANTED = {
+    "planted-tf32": "tests.planted_precision:Tf32Inputs",
+    "planted-one-bad": "tests.planted_precision:OneBadElement",
+    "planted-f16-acc": "tests.planted_precision:Float16Accumulation",
+    "planted-odd-tail": "tests.planted:WrongLastOddElement",
+    "planted-batch3": "tests.planted:WrongForLateBatch",
+    "planted-nan-zero": "tests.planted_fills:NanOnZeroInput",
+}
+#: The precision bugs are judged against a correct float32 kernel (their own arithmetic); the
+#: others against the reference rounded once (numpy-ref), which they corrupt.
+FLOAT32_PLANTED = ("planted-tf32", "planted-one-bad", "planted-f16-acc")
 RATIOS = (
     ("statistical_ratio", "per element"),
     ("rms_ratio", "error level"),
@@ -51,18 +61,28 @@ RATIOS = (
 )
 
 
-def run(max_examples: int, json_path: Path, workers: str) -> int:
-    """The calibration run; its exit status is the run's (1 where anything failed)."""
+def run(
+    backends: Sequence[str],
+    plugins: Sequence[str],
+    max_examples: int,
+    json_path: Path,
+    workers: str,
+    shrink_groups: int,
+) -> int:
+    """One conformance run; its exit status is the run's (1 where anything failed)."""
+    argv = ["run", "--max-examples", str(max_examples)]
+    for plugin in plugins:
+        argv += ["--plugin", plugin]
+    argv += ["--backends", ",".join(backends), "--json", str(json_path)]
+    argv += ["--shrink-groups", str(shrink_groups), "-q", "-n", workers]
+    return cli.main(argv)
+
+
+def available_builtins() -> list[str]:
     from conformance.backends import builtin_backends
 
     available = {b.name for b in builtin_backends() if b.availability.available}
-    backends = [b for b in CORRECT_BUILTINS if b in available] + [*ALTERNATIVES, *PLANTED]
-    argv = ["run", "--max-examples", str(max_examples), "--invalid-examples", "0"]
-    for plugin in PLUGINS:
-        argv += ["--plugin", plugin]
-    argv += ["--backends", ",".join(backends), "--json", str(json_path)]
-    argv += ["--shrink-groups", "0", "-q", "-n", workers]
-    return cli.main(argv)
+    return [b for b in CORRECT_BUILTINS if b in available]
 
 
 def _smallest(records: list) -> str:
@@ -103,20 +123,27 @@ def correct_table(records: Sequence) -> list[str]:
 @functools.cache
 def _changes_output_of(backend: str, case_id: str) -> bool:
     from conformance.backends import load_plugins
+    from conformance.backends.numpy_ref import NumpyReference
     from conformance.inputs import make_inputs
 
-    planted = {b.name: b for b in load_plugins(["tests.planted_precision:BACKENDS"])}
-    correct = load_plugins(["tests.alternatives:Float32PerTap"])[0]
+    planted = load_plugins([PLANTED[backend]])[0]
+    if backend in FLOAT32_PLANTED:
+        correct = load_plugins(["tests.alternatives:Float32PerTap"])[0]
+    else:
+        correct = NumpyReference()
     case = parse_id(case_id)
     inputs = make_inputs(case)
-    return not np.array_equal(planted[backend].run(case, inputs), correct.run(case, inputs))
+    got, want = planted.run(case, inputs), correct.run(case, inputs)
+    return not np.array_equal(got, want, equal_nan=True)
 
 
 def _changes_output(record) -> bool:
     """Whether the planted bug changed this case's output: its output differs from a correct
-    float32 implementation's (alt-f32-per-tap), both rounded to the case dtype. TF32 rounding
-    leaves float16 and bfloat16 inputs exact, a one-tap case has no float16 accumulation, and
-    1000 ulps of a zero are below float16's subnormals: no test can catch those."""
+    one (:data:`FLOAT32_PLANTED`: alt-f32-per-tap's; the others: numpy-ref's), both rounded to
+    the case dtype. TF32 rounding leaves float16 and bfloat16 inputs exact, a one-tap case has
+    no float16 accumulation, 1000 ulps of a zero are below float16's subnormals, an even output
+    length has no odd tail, a batch of 2 no late item, a uniform input no zero: no test can
+    catch those."""
     return _changes_output_of(record.backend, record.case_id)
 
 
@@ -127,7 +154,12 @@ def planted_table(records: Sequence) -> list[str]:
         f"{'statistical':>13}{'missed':>8}  smallest caught / smallest missed"
     ]
     for backend in PLANTED:
-        recs = [r for r in records if r.backend == backend and r.case_id in valid]
+        recs = [
+            r
+            for r in records
+            if r.backend == backend and r.case_id in valid and r.shrunk_from is None
+        ]
+        shrunk = [r for r in records if r.backend == backend and r.shrunk_from is not None]
         for dtype in ("all", *DTYPES):
             mine = [r for r in recs if dtype == "all" or parse_id(r.case_id).dtype == dtype]
             if not mine:
@@ -140,28 +172,47 @@ def planted_table(records: Sequence) -> list[str]:
             lines.append(
                 f"{backend if dtype == 'all' else '':<18}{dtype:<10}{changed:>8}"
                 f"{len(proven) + len(stat):>8}{len(proven):>8}{len(stat):>13}{len(missed):>8}  "
-                f"{_smallest(proven + stat)} / {_smallest(missed)}"
+                f"{_smallest(proven + stat + (shrunk if dtype == 'all' else []))} / "
+                f"{_smallest(missed)}"
             )
     return lines
 
 
-def summarize(json_path: Path, out=sys.stdout) -> None:
+def summarize(json_path: Path, tables: Sequence[str] = ("correct", "planted"), out=None) -> None:
+    out = out or sys.stdout
     records = RunResults.read(json_path).records
-    cases = {r.case_id for r in records}
+    cases = {r.case_id for r in records if r.shrunk_from is None}
     generated = sum(1 for c in cases if parse_id(c).seed)
-    print(f"\n{json_path}: {len(cases)} cases ({generated} with a seed), {len(records)} records")
-    print("\ncorrect implementations (ratios to their thresholds; > 1 fails):", file=out)
-    for line in correct_table(records):
-        print(line, file=out)
-    print("\nplanted precision bugs (cases where the output differs from a correct one):", file=out)
-    for line in planted_table(records):
-        print(line, file=out)
+    print(f"\n{json_path}: {len(cases)} cases ({generated} generated), {len(records)} records")
+    if "correct" in tables:
+        print("\ncorrect implementations (ratios to their thresholds; > 1 fails):", file=out)
+        for line in correct_table(records):
+            print(line, file=out)
+    if "planted" in tables:
+        print(
+            "\nplanted bugs (cases where the bug changed the output; smallest caught includes "
+            "cases shrunk during the run):",
+            file=out,
+        )
+        for line in planted_table(records):
+            print(line, file=out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.calibration")
-    parser.add_argument("--max-examples", type=int, default=1700)
+    parser.add_argument(
+        "--max-examples", type=int, default=1700, help="generated cases per op, correct run"
+    )
+    parser.add_argument(
+        "--planted-examples",
+        type=int,
+        default=400,
+        help="generated cases per op for the planted bugs (default: the release run's 400)",
+    )
     parser.add_argument("--json", type=Path, default=Path("reports/calibration.json"))
+    parser.add_argument(
+        "--planted-json", type=Path, default=Path("reports/calibration-planted.json")
+    )
     parser.add_argument("-n", "--workers", default="1")
     parser.add_argument("--summarize", type=Path, metavar="FILE.json", help="tables only")
     args = parser.parse_args(argv)
@@ -169,9 +220,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         summarize(args.summarize)
         return 0
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    status = run(args.max_examples, args.json, args.workers)
-    summarize(args.json)
-    return status
+    correct = run(
+        [*available_builtins(), *ALTERNATIVES],
+        ["tests.alternatives:BACKENDS"],
+        args.max_examples,
+        args.json,
+        args.workers,
+        shrink_groups=0,
+    )
+    planted = run(
+        ["numpy-ref", *PLANTED],
+        sorted(set(PLANTED.values())),
+        args.planted_examples,
+        args.planted_json,
+        args.workers,
+        shrink_groups=len(PLANTED) * 3,
+    )
+    summarize(args.json, ("correct",))
+    summarize(args.planted_json, ("planted",))
+    # The correct run must have no new failure; the planted run fails by design.
+    return correct if planted == 1 else 1
 
 
 if __name__ == "__main__":
