@@ -3,9 +3,9 @@
 pytest runs get Hypothesis's shrinking; a CLI run draws a fixed list of cases, so before a
 failure is saved as a regression it is shrunk here: repeatedly try one simpler variant at a time
 (batch 1, fewer channels, smaller sizes, kernel, stride, padding, dilation, output padding,
-groups 1, no bias, float32, seed 0) and keep the first that the backend still fails with the same
-verdict and the reference still accepts (or still rejects, for an invalid case). Each variant
-tried is one step of the ``max_steps`` budget.
+groups 1, no bias, float32, seed 0, the uniform fill) and keep the first that the backend still
+fails with the same verdict and the reference still accepts (or still rejects, for an invalid
+case). Each variant tried is one step of the ``max_steps`` budget.
 
 Many bugs depend on a size's structure rather than its magnitude: a tail loop that is wrong only
 for an odd output length, or only when the stride leaves a remainder. Halving or decrementing an
@@ -97,6 +97,8 @@ def candidates(case: Case) -> Iterator[Case]:
         yield replace(case, dtype="float32")
     if case.seed:
         yield replace(case, seed=0)
+    if case.fill != "uniform":
+        yield replace(case, fill="uniform")
     g = case.groups
     if g > 1 and case.in_channels % g == 0 and case.out_channels % g == 0:
         yield replace(
