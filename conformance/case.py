@@ -32,7 +32,11 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from conformance.dtypes import FROM_SHORT, SHORT, check_dtype
-from reference.params import OPS  # op name -> (spatial dims, transposed)
+from reference.params import (  # OPS: op name -> (spatial dims, transposed)
+    OPS,
+    conv_output_shape,
+    conv_transpose_output_shape,
+)
 
 #: How :func:`conformance.inputs.make_inputs` draws a case's inputs from its seed; the first is
 #: the default (never written in ids).
@@ -114,6 +118,24 @@ class Case:
 
     def __str__(self) -> str:
         return self.id
+
+    def output_spatial(self) -> tuple[int, ...] | None:
+        """The spatial output size, or None for a case that has none (an invalid case)."""
+        try:
+            if self.transposed:
+                return conv_transpose_output_shape(
+                    self.spatial,
+                    self.kernel,
+                    self.stride,
+                    self.padding,
+                    self.dilation,
+                    self.output_padding,
+                )
+            return conv_output_shape(
+                self.spatial, self.kernel, self.stride, self.padding, self.dilation
+            )
+        except (ValueError, ArithmeticError):  # stride 0 divides by zero
+            return None
 
     @property
     def x_shape(self) -> tuple[int, ...]:

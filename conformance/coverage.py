@@ -20,15 +20,15 @@ the same numbers.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from conformance import diff as D
 from conformance.case import Case, parse_id
+from conformance.inputs import reduction_terms
 from conformance.runner import Record
-from reference.params import OPS, conv_output_shape, conv_transpose_output_shape
+from reference.params import OPS
 
 #: Products summed per output element ((in_channels / groups) * kernel taps) from which a case
 #: is a large reduction: long sums are where accumulation order and precision show.
@@ -42,25 +42,6 @@ TRANSPOSED_OPS: tuple[str, ...] = tuple(op for op, (_, transposed) in OPS.items(
 #: How a zero is shown where the region applies (flagged) and where it does not.
 FLAG = "0!"
 NOT_APPLICABLE = "n/a"
-
-
-def output_size(case: Case) -> tuple[int, ...] | None:
-    """The spatial output size of ``case``, or None when it has none (an invalid case)."""
-    try:
-        if case.transposed:
-            return conv_transpose_output_shape(
-                case.spatial,
-                case.kernel,
-                case.stride,
-                case.padding,
-                case.dilation,
-                case.output_padding,
-            )
-        return conv_output_shape(
-            case.spatial, case.kernel, case.stride, case.padding, case.dilation
-        )
-    except (ValueError, ZeroDivisionError):
-        return None
 
 
 def padding_beyond_kernel(case: Case) -> bool:
@@ -81,18 +62,8 @@ def padding_beyond_kernel(case: Case) -> bool:
     )
 
 
-def reduction_length(case: Case) -> int:
-    """Products per output element of the dense formulation: (in_channels / groups) * taps.
-
-    For a transposed op this is the reduction of its forward-convolution form; with stride > 1
-    an interior output element sums about 1 / prod(stride) of them (the others hit zeros).
-    """
-    per_group = case.in_channels // case.groups if case.groups >= 1 else case.in_channels
-    return per_group * math.prod(case.kernel)
-
-
 def _first_output_axis(case: Case, parity: int) -> bool:
-    out = output_size(case)
+    out = case.output_spatial()
     return out is not None and out[0] % 2 == parity
 
 
@@ -130,7 +101,7 @@ REGIONS: tuple[Region, ...] = (
     Region(
         f"a large reduction ((in_channels/groups)*kernel >= {LARGE_REDUCTION})",
         "red>=1k",
-        lambda c: reduction_length(c) >= LARGE_REDUCTION,
+        lambda c: reduction_terms(c) >= LARGE_REDUCTION,
     ),
     Region("an odd output size (first axis)", "odd", lambda c: _first_output_axis(c, 1)),
     Region("an even output size (first axis)", "even", lambda c: _first_output_axis(c, 0)),

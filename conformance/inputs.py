@@ -43,8 +43,10 @@ FILL_STREAM = 2
 
 
 def reduction_terms(case: Case) -> int:
-    """Products per output element at most: ``(in_channels / groups) * taps`` (a transposed op's
-    output element sums at most that many too, fewer with stride > 1). At least 1."""
+    """Products per output element at most, of the dense formulation: ``(in_channels / groups)
+    * taps``. A transposed op's is that of its forward-convolution form: with stride > 1 an
+    interior output element sums about ``1 / prod(stride)`` of them (the others hit zeros). At
+    least 1."""
     return max(1, max(case.w_shape[-1], 0) * math.prod(max(k, 0) for k in case.kernel))
 
 

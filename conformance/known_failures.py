@@ -46,7 +46,6 @@ from conformance import paths
 from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
 from conformance.tomlfile import read_entries
-from reference.params import conv_output_shape, conv_transpose_output_shape
 
 if TYPE_CHECKING:
     from conformance.runner import Record
@@ -142,25 +141,6 @@ def _any_axis(case: Case, test) -> bool:
     )
 
 
-def _out_sizes(case: Case) -> tuple[int, ...]:
-    """The case's output spatial sizes, or () for an invalid case."""
-    try:
-        if case.transposed:
-            return conv_transpose_output_shape(
-                case.spatial,
-                case.kernel,
-                case.stride,
-                case.padding,
-                case.dilation,
-                case.output_padding,
-            )
-        return conv_output_shape(
-            case.spatial, case.kernel, case.stride, case.padding, case.dilation
-        )
-    except ValueError:
-        return ()
-
-
 #: Named case predicates that ``when`` may use (extend here, with a docstring-quality name).
 PREDICATES: dict[str, Callable[[Case], bool]] = {
     "padding_exceeds_dilated_kernel": lambda c: _any_axis(
@@ -178,7 +158,7 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     # Valid when below the dilation (PyTorch's rule: output_padding < max(stride, dilation)).
     "output_padding_at_least_stride": lambda c: _any_axis(c, lambda s, k, st, p, d, o: o >= st),
     "padded_with_unit_axis": lambda c: (
-        any(p > 0 for p in c.padding) and (1 in c.spatial or 1 in _out_sizes(c))
+        any(p > 0 for p in c.padding) and (1 in c.spatial or 1 in (c.output_spatial() or ()))
     ),
 }
 

@@ -159,7 +159,7 @@ def _work(
 def work(case: Case) -> tuple[int, int]:
     """(products, bytes) of a valid case: output elements x (in_channels / groups) x kernel
     taps (every product of the dense formulation; for a transposed op, of its forward form, as
-    :func:`conformance.coverage.reduction_length` counts them), and the float32 bytes of input,
+    :func:`conformance.inputs.reduction_terms` counts them), and the float32 bytes of input,
     weight, bias (counted whether or not the case has one) and output."""
     return _work(
         case.transposed,

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, Phase, find, settings
 from conformance import diff as D
 from conformance.case import OPS, Case, parse_id
 from conformance.cli import main
-from conformance.coverage import LARGE_REDUCTION, reduction_length
+from conformance.coverage import LARGE_REDUCTION
 from conformance.draw import SeededDraw, stream_seed
 from conformance.generate import generated_cases
-from conformance.inputs import check_case
+from conformance.inputs import check_case, reduction_terms
 from conformance.runner import Runner
 from conformance.strategies import (
     BUDGET,
@@ -70,7 +70,7 @@ def test_every_drawn_case_is_valid_and_within_the_budget(op):
         out_elements = 1
         for s in shape:
             out_elements *= s
-        assert products == out_elements * reduction_length(case), case.id
+        assert products == out_elements * reduction_terms(case), case.id
 
 
 @pytest.mark.parametrize("op", ALL_OPS)
@@ -104,7 +104,7 @@ def test_the_space_reaches_its_limits(op):
 def test_large_reductions_and_late_batches_have_a_share_and_most_cases_stay_small(op):
     cases = drawn(op)
     assert LONG_REDUCTION == LARGE_REDUCTION  # the coverage table's threshold
-    assert share(cases, lambda c: reduction_length(c) >= LARGE_REDUCTION) >= 0.05
+    assert share(cases, lambda c: reduction_terms(c) >= LARGE_REDUCTION) >= 0.05
     assert share(cases, lambda c: c.batch >= 3) >= 0.10
     products = [work(c)[0] for c in cases]
     # Sizes spread over orders of magnitude: a share of cases far below the budget (fewer in
@@ -174,7 +174,7 @@ SHRINK = settings(
         ("conv3d", lambda c: c.out_channels >= 64, "conv3d-n1-c1x64-s1-k1-f32"),
         ("conv3d", lambda c: c.groups == c.in_channels >= 16, "conv3d-n1-c16x16-s1-k1-g16-f32"),
         # A long reduction: the long kind's smallest case (kernel 4 x 256 channels in 1-D).
-        ("conv1d", lambda c: reduction_length(c) >= LARGE_REDUCTION, "conv1d-n1-c256x1-s4-k4-f32"),
+        ("conv1d", lambda c: reduction_terms(c) >= LARGE_REDUCTION, "conv1d-n1-c256x1-s4-k4-f32"),
         ("conv_transpose2d", lambda c: c.bias and c.dtype == "bfloat16", None),
     ],
 )

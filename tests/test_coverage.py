@@ -82,7 +82,7 @@ def test_output_padding_applies_to_transposed_ops_only() -> None:
 
 def test_an_invalid_case_has_no_output_size() -> None:
     case = parse_id("conv1d-n1-c1x1-s2-k5-f32")  # kernel longer than the input
-    assert C.output_size(case) is None
+    assert case.output_spatial() is None
     assert regions_of(case.id) == {"float32"}
 
 
