@@ -458,8 +458,7 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
         stat = P.scores(case.dtype, case.bias, err, ref, tol.factor)
     if stat is not None and stat.fails:
         # Judged by the statistical tier: the map, worst element and pattern show its view.
-        stat_bound = P.statistical_bound(case.dtype, case.bias, ref, tol.factor)
-        flagged, shown_bound = stat.flagged, stat_bound
+        flagged, shown_bound = stat.flagged, stat.bound
     else:
         flagged, shown_bound = over, bound
     ratio = np.where(mismatch, np.inf, err / shown_bound)

@@ -63,6 +63,8 @@ class PrecisionScores:
     outlier_ratio: float
     over_element: np.ndarray
     outliers: np.ndarray
+    #: The per-element probabilistic bound (:func:`statistical_bound`) the ratios used.
+    bound: np.ndarray
 
     @property
     def fails(self) -> bool:
@@ -117,13 +119,15 @@ def _rounding(dtype: str, bias: bool, ref: ConvResult) -> np.ndarray:
 
 
 def statistical_bound(
-    dtype: str, bias: bool, ref: ConvResult, factor: float = 1.0, accumulation: str = "float32"
+    dtype: str, bias: bool, ref: ConvResult, factor: float = 1.0, rounding: np.ndarray | None = None
 ) -> np.ndarray:
-    """Per element: ``factor * LAMBDA * sqrt(n) * u_acc * S`` plus the output's rounding."""
+    """Per element: ``factor * LAMBDA * sqrt(n) * u * S`` plus the output's rounding
+    (:func:`_rounding`, unless given)."""
     assert ref.abs_sum is not None and ref.terms is not None
-    u_acc = UNIT_ROUNDOFF[accumulation]
+    if rounding is None:
+        rounding = _rounding(dtype, bias, ref)
     root_n = np.sqrt(_compact(ref.terms))
-    return (factor * LAMBDA * u_acc) * root_n * ref.abs_sum + _rounding(dtype, bias, ref)
+    return (factor * LAMBDA * UNIT_ROUNDOFF["float32"]) * root_n * ref.abs_sum + rounding
 
 
 def scores(
@@ -133,9 +137,9 @@ def scores(
     assert ref.abs_sum is not None and ref.terms is not None
     u = UNIT_ROUNDOFF["float32"]
     rounding = _rounding(dtype, bias, ref)
-    root_n = np.sqrt(_compact(ref.terms))
+    bound = statistical_bound(dtype, bias, ref, factor, rounding)
     with np.errstate(divide="ignore", invalid="ignore"):
-        element = err / ((factor * LAMBDA * u) * root_n * ref.abs_sum + rounding)
+        element = err / bound
         level = err / (u * ref.abs_sum + rounding)  # rounding > 0: half a subnormal at least
     over_element = element > 1.0
     rms = float(np.sqrt(np.mean(np.square(level)))) if level.size else 0.0
@@ -149,4 +153,5 @@ def scores(
         outlier_ratio=float(out_of_line.max(initial=0.0)),
         over_element=over_element,
         outliers=outliers,
+        bound=bound,
     )
