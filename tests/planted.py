@@ -216,7 +216,22 @@ AUDIT_BACKENDS = [MutatesInput, HugeMessage]
 # --- a bug that depends on the parity of an output length (tests/test_shrink_parity.py) ----------
 
 
-class WrongLastOddElement(_Planted):
+class _EveryOp(_Planted):
+    """A planted bug in every op (the others do conv_transpose only), on top of the correct
+    float64 result."""
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        return None
+
+    def correct(self, case: Case, inputs: Inputs) -> np.ndarray:
+        """The reference's output, (N, *spatial, C_out) float64, as a copy to corrupt."""
+        out = run_op(
+            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
+        )
+        return np.array(out, copy=True)
+
+
+class WrongLastOddElement(_EveryOp):
     """Computes the output two elements at a time along the first spatial axis and gets the one
     left over wrong: when that axis's output length is odd (1 included), its last element is off
     by 1.0; right for every even length. Unlike the other planted backends it runs every op. Not
@@ -224,14 +239,8 @@ class WrongLastOddElement(_Planted):
 
     name = "planted-odd-tail"
 
-    def unsupported_reason(self, case: Case) -> str | None:
-        return None
-
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
-        out = run_op(
-            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
-        )
-        out = np.array(out, copy=True)  # (N, *spatial, C_out)
+        out = self.correct(case, inputs)
         if out.shape[1] % 2 == 1:
             out[:, -1] += 1.0
         return round_to(out, case.dtype)
@@ -240,7 +249,7 @@ class WrongLastOddElement(_Planted):
 # --- a bug that shows only at batch index >= 2 (tests/test_case_space.py) -----------------------
 
 
-class WrongForLateBatch(_Planted):
+class WrongForLateBatch(_EveryOp):
     """Right for the first two batch items and off by 1.0 plus 1/16 of the value everywhere in
     every later one (batch index >= 2), as a kernel whose batch loop mishandles all but its
     first two items would be: only cases with batch >= 3 show it (the relative part shows on
@@ -249,13 +258,7 @@ class WrongForLateBatch(_Planted):
 
     name = "planted-batch3"
 
-    def unsupported_reason(self, case: Case) -> str | None:
-        return None
-
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
-        out = run_op(
-            case.op, case.ndim, case.transposed, inputs.x, inputs.w, inputs.bias, **case.params()
-        )
-        out = np.array(out, copy=True)  # (N, *spatial, C_out)
+        out = self.correct(case, inputs)
         out[2:] += 1.0 + np.abs(out[2:]) / 16
         return round_to(out, case.dtype)

@@ -28,6 +28,26 @@ from conformance.stream import read_stream
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = "examples.direct_conv_backend:DirectConv"
 PLANTED = "tests.planted:BACKENDS"
+#: A small run of the planted unflipped-weight bug (3 conv_transpose1d float32 cases, in process).
+PLANTED_RUN = [
+    "-m",
+    "conformance",
+    "run",
+    "--plugin",
+    PLANTED,
+    "--backends",
+    "planted-unflipped",
+    "--ops",
+    "conv_transpose1d",
+    "--dtypes",
+    "float32",
+    "--max-examples",
+    "3",
+    "--invalid-examples",
+    "0",
+    "--no-corpus",
+    "--no-isolation",
+]
 
 
 def _run(args: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -46,23 +66,7 @@ def test_cli_proven_bound_only_reaches_records_replay_and_resume(tmp_path):
     stream, out = tmp_path / "s.jsonl", tmp_path / "r.json"
     res = _run(
         [
-            "-m",
-            "conformance",
-            "run",
-            "--plugin",
-            PLANTED,
-            "--backends",
-            "planted-unflipped",
-            "--ops",
-            "conv_transpose1d",
-            "--dtypes",
-            "float32",
-            "--max-examples",
-            "3",
-            "--invalid-examples",
-            "0",
-            "--no-corpus",
-            "--no-isolation",
+            *PLANTED_RUN,
             "--proven-bound-only",
             "--stream",
             str(stream),
@@ -383,23 +387,7 @@ def test_cli_replay_lines_rerun_the_failure_with_the_same_factor(tmp_path):
     out = tmp_path / "r.json"
     res = _run(
         [
-            "-m",
-            "conformance",
-            "run",
-            "--plugin",
-            PLANTED,
-            "--backends",
-            "planted-unflipped",
-            "--ops",
-            "conv_transpose1d",
-            "--dtypes",
-            "float32",
-            "--max-examples",
-            "3",
-            "--invalid-examples",
-            "0",
-            "--no-corpus",
-            "--no-isolation",
+            *PLANTED_RUN,
             "--tolerance-factor",
             "2",
             "--json",
