@@ -995,7 +995,7 @@ def conv_general(
         fn = _gather_im2col if chosen == "im2col" else _gather_per_tap
         return fn(xv, wv, bv, geo, budget)
 
-    if compute_dtype is not np.float64:
+    if np.dtype(compute_dtype) != np.float64:
         return _in_dtype(compute, x, w, bias, groups, with_bound, compute_dtype)
     return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
 
@@ -1080,6 +1080,6 @@ def conv_transpose_general(
         )
         return _scatter(xv, wv, geo, chosen == "im2col", budget, out)
 
-    if compute_dtype is not np.float64:
+    if np.dtype(compute_dtype) != np.float64:
         return _in_dtype(compute, x, w, bias, groups, with_bound, compute_dtype)
     return _with_bound(compute, _TapCounts(out_size, taps), x, w, bias, groups, with_bound)
