@@ -89,12 +89,16 @@ class ConvResult:
     an upper bound on it by at most a relative ``(2 (terms + 1) + 6) 2^-24`` (float32; see
     :func:`_abs_sums`); ``terms``: how many terms (a read-only broadcast view); ``bias``: the
     bias the output includes, ``(C_out,)``, where the caller records it (the harness does: the
-    statistical precision tier bounds the rounding of the sum before the bias with it)."""
+    statistical precision tier bounds the rounding of the sum before the bias with it);
+    ``nan_allowed``: where the inputs hold NaN or infinities, the elements where a kernel that
+    multiplies padding (or a transposed op's inserted zeros) by the weight gets NaN, which
+    conforms as well as ``out`` does (:mod:`reference.special`); None when no input is."""
 
     out: np.ndarray
     abs_sum: np.ndarray | None = None
     terms: np.ndarray | None = None
     bias: np.ndarray | None = None
+    nan_allowed: np.ndarray | None = None
 
 
 # --- index arithmetic ---------------------------------------------------------------------------

@@ -9,10 +9,13 @@ the per-element ``sum |x||w|`` (plus ``|bias|``) and the number of terms (plus o
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from reference.core import ConvResult, conv_general, conv_transpose_general
 from reference.params import IntOrSeq, check_params, check_shapes
+from reference.special import finite_part, has_special_values, with_special_values
 
 
 def as_real_array(op: str, name: str, value: object) -> np.ndarray:
@@ -43,7 +46,8 @@ def run_op(
     """Validate and run one op; the six public functions are thin names for this.
     ``formulation`` forces one of :data:`reference.core.FORMULATIONS` (benchmarks, tests);
     ``compute_dtype=np.float32`` runs it in float32 arithmetic, as a float32 kernel would
-    (calibration of the diff engine; no bound)."""
+    (calibration of the diff engine; no bound). NaN and infinite inputs give IEEE's values per
+    output element (:mod:`reference.special`); the bound is that of the finite terms."""
     p = check_params(
         op,
         ndim,
@@ -59,34 +63,40 @@ def run_op(
     ba = None if bias is None else as_real_array(op, "bias", bias)
     check_shapes(p, xa.shape, wa.shape, None if ba is None else ba.shape)
     if transposed:
-        res = conv_transpose_general(
-            xa,
-            wa,
+        core = functools.partial(
+            conv_transpose_general,
             stride=p.stride,
             padding_lo=p.padding,
             padding_hi=p.padding,
             dilation=p.dilation,
             output_padding=p.output_padding,
             groups=p.groups,
-            with_bound=with_bound,
-            bias=ba,
             formulation=formulation,
-            compute_dtype=compute_dtype,
         )
     else:
-        res = conv_general(
-            xa,
-            wa,
+        core = functools.partial(
+            conv_general,
             stride=p.stride,
             padding_lo=p.padding,
             padding_hi=p.padding,
             kernel_dilation=p.dilation,
             groups=p.groups,
-            with_bound=with_bound,
-            bias=ba,
             formulation=formulation,
-            compute_dtype=compute_dtype,
         )
+    special = np.dtype(compute_dtype) == np.float64 and has_special_values(xa, wa, ba)
+    if special:
+        # The finite terms as usual (and their bound), then IEEE's NaN and infinities on top.
+        res = core(
+            finite_part(xa),
+            finite_part(wa),
+            bias=finite_part(ba),
+            with_bound=with_bound,
+        )
+        res = with_special_values(lambda a, b: core(a, b).out, res, xa, wa, ba)
+    else:
+        # NaN and infinities in a float32 computation propagate as IEEE says: no warnings.
+        with np.errstate(invalid="ignore", over="ignore"):
+            res = core(xa, wa, bias=ba, with_bound=with_bound, compute_dtype=compute_dtype)
     return res if with_bound else res.out
 
 
