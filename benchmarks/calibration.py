@@ -49,6 +49,9 @@ PLANTED = {
     "planted-odd-tail": "tests.planted:WrongLastOddElement",
     "planted-batch3": "tests.planted:WrongForLateBatch",
     "planted-nan-zero": "tests.planted_fills:NanOnZeroInput",
+    "planted-nan-squash": "tests.planted_fills:SquashesNaN",
+    "planted-daz": "tests.planted_fills:FlushesSubnormals",
+    "planted-neg-zero": "tests.planted_fills:NegatedSum",
 }
 #: The precision bugs are judged against a correct float32 kernel (their own arithmetic); the
 #: others against the reference rounded once (numpy-ref), which they corrupt.

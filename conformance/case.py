@@ -15,9 +15,10 @@ Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 * Negative numbers (only invalid cases have them) are written ``m1`` for -1.
 * ``DTYPE`` is ``f32``, ``f16`` or ``bf16``.
 * ``FILL`` is how the inputs are drawn from the seed, one of :data:`FILLS` after an ``f``:
-  ``fint``, ``fsparse``, ``fwide`` (see :func:`conformance.inputs.make_inputs`). The default,
-  ``uniform``, is never written, so ids without a fill token are the ids of uniform cases. A
-  fill token is ``f`` and letters, a dtype ``f`` or ``bf`` and digits: they cannot be confused.
+  ``fint``, ``fsparse``, ``fwide``, ``fspecial`` (see :func:`conformance.inputs.make_inputs`).
+  The default, ``uniform``, is never written, so ids without a fill token are the ids of
+  uniform cases. A fill token is ``f`` and letters, a dtype ``f`` or ``bf`` and digits: they
+  cannot be confused.
 
 Ids use only ``[a-z0-9_x-]``: they are valid pytest ids and ``pytest -k conv_transpose3d`` selects
 by op (no op name is a substring of another, nor of any other token).
@@ -40,7 +41,7 @@ from reference.params import (  # OPS: op name -> (spatial dims, transposed)
 
 #: How :func:`conformance.inputs.make_inputs` draws a case's inputs from its seed; the first is
 #: the default (never written in ids).
-FILLS: tuple[str, ...] = ("uniform", "int", "sparse", "wide")
+FILLS: tuple[str, ...] = ("uniform", "int", "sparse", "wide", "special")
 
 
 def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:

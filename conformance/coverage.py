@@ -108,6 +108,7 @@ REGIONS: tuple[Region, ...] = (
     Region("the int fill (exact integers)", "int", lambda c: c.fill == "int"),
     Region("the sparse fill (exact zeros)", "sparse", lambda c: c.fill == "sparse"),
     Region("the wide fill (wide dynamic range)", "wide", lambda c: c.fill == "wide"),
+    Region("the special fill (NaN, inf, -0, subnormals)", "special", lambda c: c.fill == "special"),
 )
 
 

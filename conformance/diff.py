@@ -2,7 +2,8 @@
 
 Tolerance is per element, from the reference's error-bound inputs, not a fixed rtol::
 
-    bound = c * u_acc * terms * sum|x||w|          (accumulation, Higham's gamma_n bound)
+    bound = c * (u_acc * terms * sum|x||w|         (accumulation, Higham's gamma_n bound)
+                 + terms * eta_acc)                 (products that underflow, eta_acc each)
           + u_out * (|want| + [bias] * sum|x||w|)  (rounding of the output; one more when a bias
                                                     is added as a separate op, as MLX does)
           + half the smallest subnormal of the dtype (rounding near zero)
@@ -13,6 +14,9 @@ Tolerance is per element, from the reference's error-bound inputs, not a fixed r
   for every case dtype: float16/bfloat16 inputs are expected to accumulate in float32, as MLX,
   PyTorch and cuDNN do.
 * ``u_out``: unit roundoff of the case dtype (2**-24 float32, 2**-11 float16, 2**-8 bfloat16).
+* ``eta_acc``: half the smallest subnormal of the accumulation precision (2**-150 for float32):
+  a product below the normal range is rounded absolutely, not relatively; additions there are
+  exact. It matters only for outputs near the subnormal range (``special`` fill inputs).
 * ``c``: :attr:`Tolerance.factor`, default 1.0. With c = 1 the bound is a proven worst case for
   any summation order of the products in ``u_acc`` arithmetic; algorithms outside that model
   (Winograd, FFT) may need a larger c, which must be asked for explicitly.
@@ -26,6 +30,8 @@ Input fills (``Case.fill``, drawn by :func:`conformance.inputs.make_inputs`):
   tier or precision hint. A tolerance factor above 1 (an algorithm outside the summation model,
   Winograd, FFT) or an accumulation precision too short for the dtype's integers turns this
   off: such a kernel need not be exact on integers, and the case is judged by the bound.
+  Zero signs are judged here: where the exact result is 0 and some term is nonzero, only +0
+  conforms (:func:`_negative_zeros`; -0 is a ``value-mismatch``).
 * ``wide``: float16 outputs overflow for some elements: the reference rounds them to inf, and a
   backend must return inf of the same sign there (NaN or a finite value: ``nan-inf-mismatch``).
   Where the reference is within the bound of the overflow threshold (:data:`OVERFLOW`), a
@@ -34,8 +40,18 @@ Input fills (``Case.fill``, drawn by :func:`conformance.inputs.make_inputs`):
   not applied to ``wide`` (:data:`STATISTICAL_FILLS`): its terms span dozens of binades, outside
   the random-sign model the tier was calibrated on (sequential float32 summation of ~10^4 of
   them reaches its RMS threshold).
-* ``sparse`` and ``uniform``: the bound and both tiers as above. Signed zeros are not judged:
-  -0 and +0 compare equal (err 0, 0 ulps), also where every term of an element is zero.
+* ``special``: NaN, +-inf, -0 and subnormal inputs. The reference gives each output element its
+  IEEE value (:mod:`reference.special`): a backend must return NaN exactly where it is NaN, inf
+  of the same sign where it is infinite (else ``nan-inf-mismatch``), and the finite elements are
+  judged by the bound of their finite terms. Where a kernel that multiplies padding (or a
+  transposed op's inserted zeros) by a NaN or infinite weight gets NaN
+  (``ConvResult.nan_allowed``), NaN passes too. Subnormal inputs are ordinary terms: a kernel
+  that flushes them to zero fails only where that moves an element past its bound. Not judged
+  by the statistical tier (:data:`STATISTICAL_FILLS`): the finite elements are the uniform
+  fill's, which it judges in the uniform cases.
+* ``sparse`` and ``uniform``: the bound and both tiers as above. Signed zeros are not judged
+  outside the ``int`` fill: -0 and +0 compare equal (err 0, 0 ulps), as a result that is not
+  exact may round to a zero of either sign.
 
 Besides the verdict it reports abs/rel/ULP errors, error over bound, the elements over tolerance,
 the worst element by logical index, the spatial/channel pattern of failures, and whether the error
@@ -144,6 +160,16 @@ def exact_comparison(case: Case, ref: ConvResult, tol: Tolerance) -> bool:
     return bool(np.all(out == np.rint(out)) and np.abs(out).max(initial=0.0) <= limit)
 
 
+def _negative_zeros(got: np.ndarray, ref: ConvResult) -> np.ndarray:
+    """Elements that are -0 where the sign of zero is defined: the exact result is 0 and some
+    term (or the bias) is nonzero. Round-to-nearest addition gives +0 for an exact zero sum
+    unless both operands are -0, so every partial sum holding a nonzero term that comes to zero
+    is +0, in any order (sequential, tree, FMA chains). For ``int`` fill outputs, whose nonzero
+    terms are at least 1 in magnitude and whose sums are exact (:func:`exact_comparison`)."""
+    assert ref.abs_sum is not None
+    return (got == 0) & np.signbit(got) & (ref.out == 0) & (ref.abs_sum >= 0.5)
+
+
 def error_bound(
     case: Case, ref: ConvResult, tol: Tolerance, exact: bool | None = None
 ) -> np.ndarray:
@@ -156,8 +182,14 @@ def error_bound(
         return np.full(ref.out.shape, UNDERFLOW_HALF_STEP[case.dtype])
     u_acc = UNIT_ROUNDOFF[tol.accumulation]
     u_out = UNIT_ROUNDOFF[case.dtype]
-    accumulation = tol.factor * u_acc * ref.terms * ref.abs_sum
-    rounding = u_out * (np.abs(ref.out) + (ref.abs_sum if case.bias else 0.0))
+    # Products that underflow lose up to half a subnormal each, relative bounds aside (sums
+    # in the subnormal range are exact): one such error per term.
+    underflow = ref.terms * UNDERFLOW_HALF_STEP[tol.accumulation]
+    accumulation = tol.factor * (u_acc * ref.terms * ref.abs_sum + underflow)
+    size = np.abs(ref.out)
+    if ref.nan_allowed is not None:  # non-finite inputs: the bound of the finite elements
+        size = np.where(np.isfinite(size), size, 0.0)
+    rounding = u_out * (size + (ref.abs_sum if case.bias else 0.0))
     return accumulation + rounding + UNDERFLOW_HALF_STEP[case.dtype]
 
 
@@ -430,9 +462,15 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
         want_rounded = want32.astype(np.float64)
         bad_got = ~finite_got
         bad_want = ~np.isfinite(want_rounded)
-        mismatch = (bad_got != bad_want) | (
-            bad_got & bad_want & (np.isnan(got64) | (np.sign(got64) != np.sign(want_rounded)))
-        )
+        nan_got = np.isnan(got64)
+        with np.errstate(invalid="ignore"):
+            wrong_special = (nan_got != np.isnan(want_rounded)) | (
+                ~nan_got & (np.sign(got64) != np.sign(want_rounded))
+            )
+        mismatch = (bad_got != bad_want) | (bad_got & bad_want & wrong_special)
+        if ref.nan_allowed is not None:
+            # A kernel that multiplies padding by a non-finite weight gets NaN there.
+            mismatch &= ~(ref.nan_allowed & nan_got)
         # Within the bound of the overflow threshold a conforming result may round either way:
         # inf with the reference's sign, or a finite value judged by the bound (below).
         with np.errstate(invalid="ignore"):
@@ -444,12 +482,16 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
             finite = ~bad_got & (~bad_want | either)
         else:
             finite = ~bad_got & ~bad_want
-        err = np.where(finite, np.abs(got64 - want), 0.0)
+        with np.errstate(invalid="ignore"):
+            err = np.where(finite, np.abs(got64 - want), 0.0)
         ulp = np.zeros(err.shape, np.int64)
         ulp[finite] = ulp_between(got32[finite], want32[finite], case.dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(finite & (want != 0), err / np.abs(want), 0.0)
+    negative_zero = _negative_zeros(got64, ref) if exact else None
     over = (err > bound) | mismatch
+    if negative_zero is not None:
+        over |= negative_zero
     any_nonzero = bool(np.any(finite & (want != 0)))
     over_bound = err / bound
     stat = None
@@ -498,6 +540,13 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
             f"{int(mismatch.sum())} element(s) non-finite in only one of got/want; first at "
             f"{tuple(int(i) for i in where)}: got {got64[tuple(where)]}, "
             f"want {want_rounded[tuple(where)]}",
+        )
+    if negative_zero is not None and negative_zero.any():
+        return Diff(
+            VALUE_MISMATCH,
+            metrics,
+            f"{int(negative_zero.sum())} element(s) are -0 where the exact result is +0: a sum "
+            f"with a nonzero term that cancels to zero is +0 in round-to-nearest, in any order",
         )
     if over.any() and exact:
         return Diff(

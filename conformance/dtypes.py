@@ -21,9 +21,12 @@ UNIT_ROUNDOFF: dict[str, float] = {
     "bfloat16": 2.0**-8,
 }
 
-#: Half the smallest positive subnormal: the absolute rounding error near zero.
+#: Half the smallest positive subnormal: the absolute rounding error near zero (of a result,
+#: a product, in the case dtypes and in the accumulation precisions of UNIT_ROUNDOFF).
 UNDERFLOW_HALF_STEP: dict[str, float] = {
+    "float64": 2.0**-1075,
     "float32": 2.0**-150,
+    "tfloat32": 2.0**-150,
     "float16": 2.0**-25,
     "bfloat16": 2.0**-134,
 }

@@ -101,11 +101,17 @@ def make_inputs(case: Case) -> Inputs:
       float16 up to 256 (outputs of longer reductions overflow to inf for some elements),
       bfloat16 and float32 over ``2^[-16, 16]``. Never zero or subnormal.
 
-    Special values (NaN, inf, -0, subnormal inputs) are never drawn. The ``sparse`` fill's zeros
-    and the sparse ``int`` weights are placed by a second stream (:data:`FILL_STREAM`), so the
-    ``sparse`` fill's nonzero values are the ``uniform`` fill's. Shapes come from the case even
-    when it is invalid (a negative size becomes 0, so the arrays can still be built and handed
-    to backends to reject).
+    * ``special``: the ``uniform`` values with IEEE special values put in (:func:`_specials`):
+      each element is ``-0`` or a subnormal of the dtype (random sign and magnitude) with
+      probability :data:`SPECIAL_FINITE_RATE` each; the input holds 1-3 elements that are NaN,
+      +inf or -inf, the weight one with probability 1/2, the bias one with probability 1/4.
+      The reference defines the output's NaN and infinities per element
+      (:mod:`reference.special`). Only this fill draws NaN, inf, -0 or subnormal inputs.
+
+    The ``sparse`` and ``special`` fills' changes and the sparse ``int`` weights are placed by a
+    second stream (:data:`FILL_STREAM`), so their other values are the ``uniform`` fill's.
+    Shapes come from the case even when it is invalid (a negative size becomes 0, so the arrays
+    can still be built and handed to backends to reject).
     """
     rng = np.random.default_rng(case.seed)
     shapes = [case.x_shape, case.w_shape, *([case.bias_shape] if case.bias_shape else [])]
@@ -123,12 +129,52 @@ def make_inputs(case: Case) -> Inputs:
         if case.fill == "sparse":
             zeros = np.random.default_rng([case.seed, FILL_STREAM])
             arrays = [np.where(zeros.random(a.shape) < 0.5, 0.0, a) for a in arrays]
+        elif case.fill == "special":
+            arrays = _specials(case, arrays)
     out = []
     for a in arrays:
         r = round_to(a, case.dtype)
         r.setflags(write=False)
         out.append(r)
     return Inputs(out[0], out[1], out[2] if case.bias_shape else None)
+
+
+#: ``special`` fill: the probability of each element being -0, and of it being a subnormal.
+SPECIAL_FINITE_RATE = 1 / 16
+#: ``special`` fill: how many non-finite elements the input, weight and bias get: the input
+#: 1 to 3; the weight and the bias one with these probabilities.
+SPECIAL_NON_FINITE_P = {"w": 1 / 2, "bias": 1 / 4}
+#: Per dtype: the smallest subnormal's exponent and the number of subnormal magnitudes.
+SUBNORMALS: dict[str, tuple[int, int]] = {
+    "float32": (-149, 2**23),
+    "float16": (-24, 2**10),
+    "bfloat16": (-133, 2**7),
+}
+
+
+def _specials(case: Case, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The ``special`` fill's changes to the uniform values (see :func:`make_inputs`)."""
+    rng = np.random.default_rng([case.seed, FILL_STREAM])
+    exponent, count = SUBNORMALS[case.dtype]
+    out = []
+    for name, a in zip(("x", "w", "bias"), arrays):
+        a = a.copy()
+        kind = rng.random(a.shape)
+        signs = np.where(rng.random(a.shape) < 0.5, -1.0, 1.0)
+        steps = rng.integers(1, count, size=a.shape).astype(np.float64)
+        subnormal = signs * np.ldexp(steps, exponent)
+        a = np.where(kind < SPECIAL_FINITE_RATE, -0.0, a)
+        a = np.where((kind >= SPECIAL_FINITE_RATE) & (kind < 2 * SPECIAL_FINITE_RATE), subnormal, a)
+        if name == "x":
+            n_bad = int(rng.integers(1, 4))
+        else:
+            n_bad = int(rng.random() < SPECIAL_NON_FINITE_P[name])
+        if a.size:
+            flat = a.reshape(-1)
+            where = rng.choice(a.size, size=min(n_bad, a.size), replace=False)
+            flat[where] = rng.choice(np.array([np.nan, np.inf, -np.inf]), size=len(where))
+        out.append(a)
+    return out
 
 
 def _int_fill(

@@ -41,11 +41,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from conformance import diff as D
 from conformance import paths
 from conformance.case import Case, parse_id
 from conformance.diff import VERDICTS
+from conformance.dtypes import round_to
+from conformance.inputs import make_inputs, run_reference
 from conformance.tomlfile import read_entries
+from reference.ops import run_op
+from reference.special import flush_subnormals
 
 if TYPE_CHECKING:
     from conformance.runner import Record
@@ -141,6 +147,23 @@ def _any_axis(case: Case, test) -> bool:
     )
 
 
+def fails_with_flushed_subnormals(case: Case) -> bool:
+    """Whether a kernel that flushes subnormals (denormals-are-zero inputs, flush-to-zero
+    results: anything below float32's normal range read or written as a zero of its sign) fails
+    the case: the reference computed that way, judged against the IEEE reference. Such a kernel
+    turns ``subnormal * inf`` into NaN and subnormal outputs into zeros."""
+    try:
+        ref = run_reference(case)
+    except ValueError:
+        return False
+    inputs = make_inputs(case)
+    x, w, b = (flush_subnormals(a) for a in (inputs.x, inputs.w, inputs.bias))
+    with np.errstate(invalid="ignore", over="ignore"):
+        flushed = run_op(case.op, case.ndim, case.transposed, x, w, b, **case.params())
+    got = round_to(flush_subnormals(np.asarray(flushed)), case.dtype)
+    return D.is_failure(D.compare(case, got, ref).verdict)
+
+
 #: Named case predicates that ``when`` may use (extend here, with a docstring-quality name).
 PREDICATES: dict[str, Callable[[Case], bool]] = {
     "padding_exceeds_dilated_kernel": lambda c: _any_axis(
@@ -157,6 +180,7 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     ),
     # Valid when below the dilation (PyTorch's rule: output_padding < max(stride, dilation)).
     "output_padding_at_least_stride": lambda c: _any_axis(c, lambda s, k, st, p, d, o: o >= st),
+    "fails_with_flushed_subnormals": fails_with_flushed_subnormals,
     "padded_with_unit_axis": lambda c: (
         any(p > 0 for p in c.padding) and (1 in c.spatial or 1 in (c.output_spatial() or ()))
     ),

@@ -109,13 +109,15 @@ def _rounding(dtype: str, bias: bool, ref: ConvResult) -> np.ndarray:
     an op of its own (MLX does), also the rounding of the sum before it: ``u_out |want - b|``
     where the reference recorded the bias, else the proven bound's ``u_out S``. (For float16
     and bfloat16 outputs that term decides whether float16 accumulation shows: ``u_out S`` is
-    many ulps of the output.)"""
-    assert ref.abs_sum is not None
+    many ulps of the output.) Plus half a float32 subnormal per term: products below the normal
+    range are rounded absolutely, as in the proven bound."""
+    assert ref.abs_sum is not None and ref.terms is not None
     u_out = UNIT_ROUNDOFF[dtype]
     size = np.abs(ref.out)
     if bias:
         size = size + (ref.abs_sum if ref.bias is None else np.abs(ref.out - ref.bias))
-    return u_out * size + UNDERFLOW_HALF_STEP[dtype]
+    underflow = _compact(ref.terms) * UNDERFLOW_HALF_STEP["float32"]
+    return u_out * size + (UNDERFLOW_HALF_STEP[dtype] + underflow)
 
 
 def statistical_bound(

@@ -23,8 +23,8 @@ low end equally likely), so most cases are small while some fill the budget. Dra
 neither on the budget nor on the kind of case, and the low end of every range is the simple
 value: Hypothesis shrinks a case to batch 1, one channel, kernel 1, the smallest input, groups
 1, float32, the uniform fill, and a value that must pass a threshold (64 channels, batch 3) to
-the threshold. The input fill (:data:`FILL_CHOICES`) is the last choice: uniform in 5 of 8
-cases, small integers, sparse and wide in 1 of 8 each.
+the threshold. The input fill (:data:`FILL_CHOICES`) is the last choice: uniform in 5 of 9
+cases, small integers, sparse, wide and special values in 1 of 9 each.
 
 The kind of a case (:data:`KINDS`): dense (groups 1; half the cases), grouped (2-8 groups),
 depthwise, and long: groups 1 and at least :data:`LONG_REDUCTION` products per output element
@@ -98,8 +98,8 @@ LONG_REDUCTION = 1024
 #: the first).
 KINDS = ("dense", "dense", "dense", "dense", "grouped", "grouped", "depthwise", "long")
 
-#: Input fills drawn (conformance.inputs.make_inputs): uniform in 5 of 8 cases (first: the
-#: simple end Hypothesis shrinks to), each other fill in 1 of 8.
+#: Input fills drawn (conformance.inputs.make_inputs): uniform in 5 of 9 cases (first: the
+#: simple end Hypothesis shrinks to), each other fill in 1 of 9.
 FILL_CHOICES: tuple[str, ...] = ("uniform",) * 5 + tuple(f for f in FILLS if f != "uniform")
 
 #: The rules an invalid case breaks (one each).

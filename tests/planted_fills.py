@@ -1,8 +1,9 @@
 """Backends with planted bugs that only the non-uniform input fills show (``tests/test_fills.py``;
 ``--plugin tests.planted_fills:BACKENDS``).
 
-Uniform inputs (:func:`conformance.inputs.make_inputs`) never hold an exact zero, so a kernel that
-breaks on one passes every uniform case; the ``sparse`` fill exposes it.
+Uniform inputs (:func:`conformance.inputs.make_inputs`) never hold an exact zero, NaN, infinity,
+-0 or subnormal, and their results are never exact, so a kernel that breaks on one of those passes
+every uniform case: the ``sparse``, ``special`` and ``int`` fills expose them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from conformance.case import Case
 from conformance.dtypes import round_to
 from conformance.inputs import Inputs
 from reference.ops import run_op
+from reference.special import flush_subnormals
 
 
 class NanOnZeroInput(Backend):
@@ -39,4 +41,56 @@ class NanOnZeroInput(Backend):
         return round_to(np.where(hits > 0, np.nan, out), case.dtype)
 
 
-BACKENDS = [NanOnZeroInput]
+class _Corrupted(Backend):
+    """The reference result with one planted bug on top; runs every op."""
+
+    def probe(self) -> Availability:
+        return Availability(True, "planted bug (test only)")
+
+    def reference(self, case: Case, x, w, bias) -> np.ndarray:
+        kw = case.params()
+        return np.asarray(run_op(case.op, case.ndim, case.transposed, x, w, bias, **kw))
+
+
+class FlushesSubnormals(_Corrupted):
+    """Runs with denormals-are-zero and flush-to-zero: subnormal inputs and results (below
+    float32's normal range) are read and written as zeros, as a CPU with DAZ/FTZ set (XLA's CPU
+    backend does) or a GPU kernel compiled with flush-to-zero would. So a subnormal times an
+    infinity is NaN, not an infinity, and a subnormal result is 0."""
+
+    name = "planted-daz"
+    description = "reads and writes subnormals as zero (DAZ/FTZ; planted bug)"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        x, w, b = (flush_subnormals(a) for a in (inputs.x, inputs.w, inputs.bias))
+        with np.errstate(invalid="ignore"):
+            return round_to(flush_subnormals(self.reference(case, x, w, b)), case.dtype)
+
+
+class SquashesNaN(_Corrupted):
+    """Returns 0 where the result is NaN, as an epilogue built on fmax (a fused ReLU or clamp:
+    ``fmax(NaN, 0)`` is 0) or a "safe" kernel that scrubs NaN would."""
+
+    name = "planted-nan-squash"
+    description = "NaN results become 0 (planted bug)"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        out = self.reference(case, inputs.x, inputs.w, inputs.bias)
+        return round_to(np.where(np.isnan(out), 0.0, out), case.dtype)
+
+
+class NegatedSum(_Corrupted):
+    """Computes ``-conv(x, -w) - (-b)``: the same values, but an exact zero from cancelling terms
+    comes out -0 instead of +0 (a kernel that negates its weights once to share code with
+    another op would)."""
+
+    name = "planted-neg-zero"
+    description = "exact zero sums come out -0 (planted bug)"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        b = None if inputs.bias is None else -inputs.bias
+        out = -self.reference(case, inputs.x, -inputs.w, b)
+        return round_to(out, case.dtype)
+
+
+BACKENDS = [NanOnZeroInput, FlushesSubnormals, SquashesNaN, NegatedSum]

@@ -18,6 +18,7 @@ from conformance import coverage as C
 from conformance import diff as D
 from conformance.case import FILLS, OPS, Case, format_id, parse_id
 from conformance.corpus import load_corpus, parse_corpus
+from conformance.diff import is_failure
 from conformance.dtypes import round_to
 from conformance.inputs import (
     EXACT_INTEGER_LIMIT,
@@ -26,10 +27,11 @@ from conformance.inputs import (
     reduction_terms,
     run_reference,
 )
+from conformance.known_failures import fails_with_flushed_subnormals
 from conformance.runner import Runner
 from reference.core import ConvResult
 from reference.ops import run_op
-from tests.planted_fills import NanOnZeroInput
+from tests.planted_fills import FlushesSubnormals, NanOnZeroInput, NegatedSum, SquashesNaN
 
 ROOT = Path(__file__).resolve().parent.parent
 ID_RE = re.compile(r"^[a-z0-9_x-]+$")
@@ -68,6 +70,7 @@ def float32_kernel(case: Case, formulation: str = "per-tap") -> np.ndarray:
         ("conv2d-n1-c3x4-s5-k3-f32-fint", "int"),
         ("conv2d-n1-c3x4-s5-k3-bias-f16-fsparse-seed7", "sparse"),
         ("conv_transpose3d-n2-c8x16-s5-k3-st2x1x2-p1-op1-bf16-fwide-seed3", "wide"),
+        ("conv1d-n1-c2x2-s6-k3-f32-fspecial-seed119", "special"),
     ],
 )
 def test_fill_ids_round_trip(text: str, fill: str) -> None:
@@ -152,12 +155,15 @@ def _existing_ids() -> list[str]:
 
 
 def test_every_existing_id_parses_and_formats_the_same() -> None:
-    """Corpus ids (written before fills existed) are uniform cases; golden ids (the generated
-    list, which draws fills) round-trip whatever their fill."""
+    """Corpus ids without a fill token (most were written before fills existed) are uniform
+    cases, the others have their token's fill; golden ids (the generated list, which draws
+    fills) round-trip whatever their fill."""
     corpus = [fc.case.id for fc in load_corpus()]
     assert len(corpus) > 50
     for text in corpus:
-        assert parse_id(text).fill == "uniform", text
+        tokens = [t[1:] for t in text.split("-") if t[1:] in FILLS and t[0] == "f"]
+        assert parse_id(text).fill == (tokens[0] if tokens else "uniform"), text
+        assert format_id(parse_id(text)) == text
     for text in _existing_ids():
         assert format_id(parse_id(text)) == text
 
@@ -176,7 +182,7 @@ def test_corpus_reads_fill_ids(tmp_path: Path) -> None:
 
 def test_coverage_has_a_region_per_non_default_fill() -> None:
     fill_regions = {g.label: g for g in C.REGIONS if g.label in FILLS}
-    assert set(fill_regions) == {"int", "sparse", "wide"}
+    assert set(fill_regions) == {"int", "sparse", "wide", "special"}
     for label, region in fill_regions.items():
         assert region.ops == tuple(OPS)
         holds = {
@@ -338,6 +344,70 @@ def test_sparse_fill_has_exact_zeros_in_every_input() -> None:
     assert not (uniform.x == 0).any() and not (uniform.w == 0).any()
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
+def test_special_fill_puts_ieee_specials_into_the_uniform_values(dtype: str) -> None:
+    case = parse_id(f"conv2d-n2-c16x16-s12-k3-bias-{dtype}-fspecial-seed9")
+    inp = make_inputs(case)
+    uniform = make_inputs(replace(case, fill="uniform"))
+    x, tiny = inp.x, 2.0 ** {"f32": -126, "f16": -14, "bf16": -126}[dtype]
+    assert 1 <= (~np.isfinite(x)).sum() <= 3
+    neg_zero = (x == 0) & np.signbit(x)
+    subnormal = (x != 0) & (np.abs(x) < tiny)
+    for share in (neg_zero.mean(), subnormal.mean()):
+        assert 0.03 < share < 0.1, share
+    changed = neg_zero | subnormal | ~np.isfinite(x)
+    np.testing.assert_array_equal(x[~changed], uniform.x[~changed])
+    # Every value is one of the dtype: rounding to it changes nothing (NaN aside).
+    np.testing.assert_array_equal(round_to(x, case.dtype), x)
+    assert make_inputs(case) is inp  # cached: the same arrays on every call
+
+
+def test_special_fill_reference_is_ieee_per_element() -> None:
+    case = parse_id("conv1d-n1-c1x1-s1-k1-f32-fspecial-seed119")  # x = inf, w = -5.3e-39
+    inp = make_inputs(case)
+    assert np.isinf(inp.x).all() and 0 < -inp.w.item() < 2.0**-126
+    ref = run_reference(case)
+    assert ref.out.item() == -np.inf
+    # A kernel that flushes the subnormal weight gets inf * 0 = NaN: a nan-inf-mismatch.
+    result = D.compare(case, np.full((1, 1, 1), np.nan, np.float32), ref)
+    assert result.verdict == D.NAN_INF_MISMATCH
+    assert "got nan, want -inf" in result.detail
+    assert D.compare(case, np.full((1, 1, 1), -np.inf, np.float32), ref).verdict == D.PASS
+    assert D.compare(case, np.full((1, 1, 1), np.inf, np.float32), ref).verdict == (
+        D.NAN_INF_MISMATCH
+    )
+
+
+def test_nan_is_allowed_only_where_padding_meets_a_non_finite_weight() -> None:
+    """conv1d, padding 1, x = [1, 2, 3], w = [inf, 1, 1]: out[0]'s inf tap is on padding (a
+    kernel that multiplies padding gets NaN, one that skips it 3); out[1] and out[2] are inf."""
+    case = parse_id("conv1d-n1-c1x1-s3-k3-p1-f32")
+    x = np.array([1.0, 2.0, 3.0], np.float32).reshape(1, 3, 1)
+    w = np.array([np.inf, 1.0, 1.0], np.float32).reshape(1, 3, 1)
+    ref = run_op("conv1d", 1, False, x, w, None, padding=1, with_bound=True)
+    np.testing.assert_array_equal(ref.out[0, :, 0], [3.0, np.inf, np.inf])
+    for got in ([3.0, np.inf, np.inf], [np.nan, np.inf, np.inf]):
+        out = np.array(got, np.float32).reshape(1, 3, 1)
+        assert D.compare(case, out, ref).verdict == D.PASS
+    for got in ([0.0, np.inf, np.inf], [3.0, np.nan, np.inf], [3.0, -np.inf, np.inf]):
+        out = np.array(got, np.float32).reshape(1, 3, 1)
+        assert D.compare(case, out, ref).verdict != D.PASS, got
+
+
+def test_subnormal_products_are_within_the_bound() -> None:
+    """A float32 product below the normal range is rounded absolutely (to a multiple of 2^-149):
+    3 * 2^-149 * 0.5 rounds to 2 * 2^-149, so the sum of two is a whole step off, within the
+    bound (which has half a step per product for it)."""
+    case = parse_id("conv1d-n1-c2x1-s1-k1-f32")
+    x = np.array([3 * 2.0**-149, 3 * 2.0**-149], np.float32).reshape(1, 1, 2)
+    w = np.array([0.5, 0.5], np.float32).reshape(1, 1, 2)
+    ref = run_op("conv1d", 1, False, x, w, None, with_bound=True)
+    got = (x.reshape(2) * w.reshape(2)).astype(np.float32)  # each product rounded in float32
+    out = np.float32(got[0] + got[1]).reshape(1, 1, 1)
+    assert out.item() != ref.out.item()  # rounding changed it
+    assert D.compare(case, out, ref).verdict == D.PASS
+
+
 def test_wide_fill_spans_binades_within_range() -> None:
     for dtype in ("f32", "bf16", "f16"):
         case = parse_id(f"conv2d-n2-c16x8-s10-k3-bias-{dtype}-fwide-seed1")
@@ -424,15 +494,23 @@ def test_near_the_overflow_threshold_either_rounding_passes(sign: float) -> None
         "conv2d-n2-c16x8-s10-k3-bias-bf16-fwide-seed2",
         "conv3d-n1-c32x8-s5-k3-bias-f16-fwide",
         "conv_transpose2d-n1-c8x8-s6-k3-st2-bias-f16-fwide",
+        "conv1d-n2-c64x8-s40-k3-p1-f32-fspecial",
+        "conv2d-n2-c16x8-s10-k3-p2-bias-bf16-fspecial-seed2",
+        "conv3d-n1-c8x8-s5-k3-p1-bias-f16-fspecial-seed3",
+        "conv_transpose1d-n1-c8x8-s9-k3-st2-p1-op1-bias-f32-fspecial-seed4",
+        "conv_transpose2d-n1-c8x8-s6-k3-st2-bias-f16-fspecial",
+        "conv_transpose3d-n1-c4x4-s3-k2-st2-d2-bf16-fspecial-seed5",
     ],
 )
 def test_a_correct_float32_kernel_passes_every_fill(case_id: str) -> None:
+    """Per-tap skips padding, im2col multiplies it (0 * inf is NaN there): both conform."""
     case = parse_id(case_id)
     ref = run_reference(case)
     for formulation in ("per-tap", "im2col"):
         result = D.compare(case, float32_kernel(case, formulation), ref)
         assert result.verdict == D.PASS, (formulation, result.detail)
-        assert (result.metrics.statistical_ratio is None) == (case.fill == "wide")
+        judged = case.fill in D.STATISTICAL_FILLS
+        assert (result.metrics.statistical_ratio is not None) == judged
 
 
 # --- a planted bug only the sparse fill shows -----------------------------------------------------
@@ -474,3 +552,60 @@ def test_nan_on_zero_input_hits_only_receptive_fields_with_a_zero() -> None:
     want = np.array([zero[2 * i : 2 * i + 2].any() for i in range(20)])
     assert 0 < want.sum() < 20
     np.testing.assert_array_equal(np.isnan(out[0, :, 0]), want)
+
+
+# --- planted bugs only the special and int fills show ---------------------------------------------
+
+
+@pytest.mark.parametrize("case_id", PLANTED_CASES)
+def test_special_value_bugs_pass_uniform_and_fail_special(case_id: str) -> None:
+    """NaN scrubbed to 0 and subnormals flushed pass every uniform case; the special fill
+    catches them wherever its reference has a NaN (scrubbing) or flushing changes the result."""
+    case = with_fill(case_id, "special")
+    ref = run_reference(case)
+    for planted in (SquashesNaN(), FlushesSubnormals()):
+        runner = Runner([planted])
+        (uniform,) = runner.run_case(parse_id(case_id))
+        assert uniform.verdict == D.PASS, uniform.summary()
+        (special,) = runner.run_case(case)
+        if isinstance(planted, SquashesNaN):
+            expect_failure = bool(np.isnan(ref.out).any())
+        else:
+            expect_failure = fails_with_flushed_subnormals(case)
+        assert is_failure(special.verdict) == expect_failure, (planted.name, special.summary())
+
+
+def test_special_fill_catches_the_planted_bugs_on_most_cases() -> None:
+    """Over 40 special cases, most catch NaN scrubbing; flushing is caught on most float32 and
+    bfloat16 cases and on no float16 one (float16 subnormals are normal float32 numbers, which
+    flushing leaves alone)."""
+    cases = [with_fill(c, "special") for c in PLANTED_CASES]
+    cases = [replace(c, seed=c.seed * 100 + i) for c in cases for i in range(5)]
+    squash = Runner([SquashesNaN()])
+    assert sum(is_failure(squash.run_case(c)[0].verdict) for c in cases) >= 0.6 * len(cases)
+    flush = Runner([FlushesSubnormals()])
+    by_dtype = {"float16": [], "other": []}
+    for c in cases:
+        by_dtype["float16" if c.dtype == "float16" else "other"].append(
+            is_failure(flush.run_case(c)[0].verdict)
+        )
+    assert not any(by_dtype["float16"])
+    assert sum(by_dtype["other"]) >= 0.5 * len(by_dtype["other"]), by_dtype
+
+
+def test_negative_zero_from_cancellation_fails_only_the_exact_comparison() -> None:
+    """-conv(x, -w) has the same values, but exact cancellation gives -0: the int fill's exact
+    comparison calls it a value-mismatch; with uniform inputs no output is an exact zero."""
+    case = parse_id("conv1d-n2-c3x4-s20-k2-bias-bf16-fint-seed3")
+    ref = run_reference(case)
+    cancelled = (ref.out == 0) & (ref.abs_sum >= 1)
+    assert cancelled.any()
+    runner = Runner([NegatedSum()])
+    (exact,) = runner.run_case(case)
+    assert exact.verdict == D.VALUE_MISMATCH
+    assert f"{int(cancelled.sum())} element(s) are -0 where the exact result is +0" in exact.detail
+    (uniform,) = runner.run_case(replace(case, fill="uniform"))
+    assert uniform.verdict == D.PASS
+    # The reference itself (float64 BLAS sums) and a float32 kernel give +0 there.
+    assert not np.signbit(ref.out[cancelled]).any()
+    assert D.compare(case, float32_kernel(case), ref).verdict == D.PASS

@@ -34,10 +34,16 @@ def test_runner_catches_planted_bug(planted, op):
     records = [r for c in cases for r in Runner([planted()]).run_case(c)]
     caught = [r for r in records if r.verdict in (D.VALUE_MISMATCH, D.SHAPE_MISMATCH)]
     assert caught, f"{planted.name} passed all {len(cases)} {op} cases"
-    # Every case the bug cannot affect passes; every case it affects fails on its values, or on
-    # its shape where the planted bug cannot produce the right one.
+    # Every case the bug cannot affect passes; every case it affects fails on its values (on
+    # where NaN and infinities are, with special-value inputs), or on its shape where the planted
+    # bug cannot produce the right one.
     for r in records:
-        assert r.verdict in (D.PASS, D.VALUE_MISMATCH, D.SHAPE_MISMATCH), r.summary()
+        assert r.verdict in (
+            D.PASS,
+            D.VALUE_MISMATCH,
+            D.NAN_INF_MISMATCH,
+            D.SHAPE_MISMATCH,
+        ), r.summary()
 
 
 def test_output_padding_bug_only_hits_cases_with_output_padding():
