@@ -2,14 +2,15 @@
 
 Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 
-    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-fFILL][-seedR]
+    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-fFILL][-DIR][-seedR]
 
 * ``OP`` is one of :data:`OPS`; it fixes the number of spatial dimensions.
 * ``s`` spatial size, ``k`` kernel, ``st`` stride, ``p`` padding, ``d`` dilation, ``op`` output
   padding (transposed ops only), ``g`` groups. A list whose entries are all equal is written once
   (``k3`` is 3x3x3 in 3-D).
-* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0, the uniform fill) are never written, so every
-  case has exactly one printed spelling and ``format_id(parse_id(s)) == s`` for every printed id.
+* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0, the uniform fill, direction ``fwd``) are
+  never written, so every case has exactly one printed spelling and ``format_id(parse_id(s)) ==
+  s`` for every printed id.
   The parser also takes uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``,
   ``funiform``) and prints them canonically.
 * Negative numbers (only invalid cases have them) are written ``m1`` for -1.
@@ -19,12 +20,15 @@ Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
   The default, ``uniform``, is never written, so ids without a fill token are the ids of
   uniform cases. A fill token is ``f`` and letters, a dtype ``f`` or ``bf`` and digits: they
   cannot be confused.
+* ``DIR`` is the direction (:data:`DIRECTIONS`): ``bwd_d`` (the input's gradient) or ``bwd_w``
+  (the weight's and bias's); forward cases have none, so ``pytest -k "conv2d and bwd_d"``
+  selects the backward-data cases of conv2d.
 
 Ids use only ``[a-z0-9_x-]``: they are valid pytest ids and ``pytest -k conv_transpose3d`` selects
 by op (no op name is a substring of another, nor of any other token).
 
 Examples: ``conv_transpose3d-n2-c8x16-s5-k3-st2x1x2-p1-op1-f32``,
-``conv2d-n1-c16x8-s9-k3-bias-f16-fint-seed4``.
+``conv2d-n1-c16x8-s9-k3-bias-f16-fint-seed4``, ``conv1d-n2-c4x8-s9-k3-st2-bias-f32-bwd_w``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,12 @@ from reference.params import (  # OPS: op name -> (spatial dims, transposed)
 #: How :func:`conformance.inputs.make_inputs` draws a case's inputs from its seed; the first is
 #: the default (never written in ids).
 FILLS: tuple[str, ...] = ("uniform", "int", "sparse", "wide", "special")
+
+#: What a case computes (benchdnn's ``--dir``): ``fwd`` the output (the default, never written in
+#: ids); ``bwd_d`` the gradient with respect to the input (data), ``bwd_w`` those with respect to
+#: the weight and, with a bias, the bias, both from a cotangent drawn from the case seed
+#: (:mod:`conformance.directions`).
+DIRECTIONS: tuple[str, ...] = ("fwd", "bwd_d", "bwd_w")
 
 
 def _tuple(name: str, value: object, ndim: int) -> tuple[int, ...]:
@@ -80,6 +90,7 @@ class Case:
     bias: bool = False
     seed: int = 0
     fill: str = "uniform"
+    direction: str = "fwd"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -104,6 +115,15 @@ class Case:
             raise ValueError(f"Case.bias must be a bool, got {self.bias!r}")
         if self.fill not in FILLS:
             raise ValueError(f"Case.fill must be one of {', '.join(FILLS)}, got {self.fill!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(
+                f"Case.direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}"
+            )
+        if self.direction != "fwd" and self.fill == "special":
+            raise ValueError(
+                f"Case.fill 'special' needs direction 'fwd', got {self.direction!r}: the "
+                "reference defines IEEE special values for the forward output only"
+            )
 
     @property
     def ndim(self) -> int:
@@ -170,14 +190,17 @@ class Case:
         return kw
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON; ``fill`` only when it is not the default (so records and files of
-        uniform cases are as they were, and :meth:`from_dict` reads them unchanged)."""
+        """Plain JSON; ``fill`` and ``direction`` only when they are not the default (so
+        records and files of uniform forward cases are as they were, and :meth:`from_dict`
+        reads them unchanged)."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
         if d["fill"] == FILLS[0]:
             del d["fill"]
+        if d["direction"] == DIRECTIONS[0]:
+            del d["direction"]
         return d
 
     @classmethod
@@ -236,6 +259,8 @@ def format_id(case: Case) -> str:
     parts.append(SHORT[case.dtype])
     if case.fill != FILLS[0]:
         parts.append("f" + case.fill)
+    if case.direction != DIRECTIONS[0]:
+        parts.append(case.direction)
     if case.seed:
         parts.append(f"seed{case.seed}")
     return "-".join(parts)
@@ -256,9 +281,13 @@ def parse_id(text: str) -> Case:
     bias = False
     dtype = None
     fill = FILLS[0]
+    direction = DIRECTIONS[0]
     seed = 0
     # Every token has a rank; ranks must strictly increase (fixed order, nothing twice).
-    rank = {name: i for i, name in enumerate((*_TOKEN_ORDER, "bias", "dtype", "fill", "seed"))}
+    rank = {
+        name: i
+        for i, name in enumerate((*_TOKEN_ORDER, "bias", "dtype", "fill", "direction", "seed"))
+    }
     last_rank, last_tok = -1, op
     for tok in parts[1:]:
         m = _TOKEN_RE.match(tok)
@@ -266,6 +295,8 @@ def parse_id(text: str) -> Case:
             kind = "dtype"
         elif tok == "bias":
             kind = "bias"
+        elif tok in DIRECTIONS:  # before fills: "fwd" is no fill "wd"
+            kind = "direction"
         elif _FILL_RE.match(tok):
             kind = "fill"
         elif m:
@@ -291,6 +322,8 @@ def parse_id(text: str) -> Case:
                     f"case id {text!r}: unknown fill {fill!r} in token {tok!r} "
                     f"(field 'fill': one of {', '.join(FILLS)}, written f<name>)"
                 )
+        elif kind == "direction":
+            direction = tok
         elif kind == "seed":
             nums = _parse_ints(m.group(2))
             if len(nums) != 1:
@@ -335,5 +368,6 @@ def parse_id(text: str) -> Case:
         bias=bias,
         seed=seed,
         fill=fill,
+        direction=direction,
     )
     return case

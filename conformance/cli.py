@@ -25,7 +25,7 @@ from conformance import case_budget, coverage
 from conformance import diff as D
 from conformance import report_model as M
 from conformance.backends import Backend, resolve
-from conformance.case import OPS, Case, parse_id
+from conformance.case import DIRECTIONS, OPS, Case, parse_id
 from conformance.corpus import load_corpus, parse_corpus
 from conformance.dtypes import DTYPES
 from conformance.filelock import RunLock
@@ -177,6 +177,13 @@ def _add_case_options(p: argparse.ArgumentParser) -> None:
         type=_choices("dtype", DTYPES),
         default=None,
         help="comma-separated dtypes (default: float32,float16,bfloat16)",
+    )
+    p.add_argument(
+        "--dirs",
+        type=_choices("direction", list(DIRECTIONS)),
+        default=None,
+        help="comma-separated directions generated cases draw from: fwd (the output), bwd_d "
+        "(the input's gradient), bwd_w (the weight's and bias's) (default: all three)",
     )
     p.add_argument(
         "--max-examples",
@@ -498,6 +505,12 @@ def apply_resume(args: argparse.Namespace, settings: dict[str, object], source: 
             setattr(args, attr, stored(key))
         else:
             check(f"--{attr.replace('_', '-')}", getattr(args, attr), stored(key))
+    # Streams written before directions existed ran forward cases only.
+    dirs = settings.get("dirs", ["fwd"])
+    if args.dirs is None:
+        args.dirs = dirs
+    else:
+        check("--dirs", args.dirs, dirs)
     corpus = stored("corpus")
     if args.no_corpus or args.corpus:
         check("--corpus/--no-corpus", _corpus_setting(args), corpus)
@@ -569,7 +582,11 @@ def frozen_cases(args: argparse.Namespace) -> list[Case]:
     frozen += [] if args.no_corpus else [f.case for f in load_corpus(args.corpus)]
     for path in args.cases:
         frozen += [f.case for f in parse_corpus(path)]
-    return [c for c in frozen if c.op in args.ops and c.dtype in args.dtypes]
+    return [
+        c
+        for c in frozen
+        if c.op in args.ops and c.dtype in args.dtypes and c.direction in args.dirs
+    ]
 
 
 def run_generated_cases(args: argparse.Namespace) -> list[Case]:
@@ -579,6 +596,7 @@ def run_generated_cases(args: argparse.Namespace) -> list[Case]:
         valid_per_op=args.max_examples,
         invalid_per_op=args.invalid_examples,
         seed=args.seed,
+        directions=args.dirs,
     )
 
 
@@ -605,6 +623,7 @@ def budget_left_out(
             max_examples=args.max_examples,
             invalid_examples=args.invalid_examples,
             seed=args.seed,
+            directions=args.dirs,
         )
         for name, n in binding.items()
     }
@@ -615,6 +634,7 @@ def _fill_case_defaults(args: argparse.Namespace) -> None:
     args.seed = DEFAULT_SEED if args.seed is None else args.seed
     args.ops = list(OPS) if args.ops is None else args.ops
     args.dtypes = list(DTYPES) if args.dtypes is None else args.dtypes
+    args.dirs = list(DIRECTIONS) if args.dirs is None else args.dirs
     if args.max_examples is None:
         args.max_examples = DEFAULT_MAX_EXAMPLES
     if args.invalid_examples is None:
@@ -719,10 +739,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         locks.enter_context(RunLock(stream_path, "--stream", command))
         if args.json is not None:
             locks.enter_context(RunLock(args.json, "--json", command))
-        return _run(args, command, stream_path)
+        return _run(args, command, stream_path, locks)
 
 
-def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
+def _run(args: argparse.Namespace, command: str, stream_path: Path, exits: ExitStack) -> int:
+    """The run; ``exits`` closes what it leaves open on an error (the early workers)."""
     previous: StreamContents | None = None
     if args.resume is not None:
         previous = read_stream(args.resume)
@@ -742,6 +763,7 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
         run_spec(args), regressions=frozenset((r.case.id, r.backend) for r in regressions)
     )
     backends = select_backends(spec)
+    runner = _early_runner(args, spec, backends, exits)
     frozen, generated = frozen_cases(args), run_generated_cases(args)
     cases = collect_cases(frozen, generated)
     names = [b.name for b in backends if b.availability.available]
@@ -805,6 +827,7 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
             "backend_examples": binding,
             "ops": args.ops,
             "dtypes": args.dtypes,
+            "dirs": args.dirs,
             "corpus": _corpus_setting(args),
             "case_files": [str(p) for p in args.cases],
             "backends": args.backends or "all",
@@ -829,15 +852,15 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
     progress = Progress(len(todo), args.quiet)
     start = time.perf_counter()
     times = StageTimes()
-    runner: Runner | None = None
     pool: WorkerPool | None = None
     try:
         if args.workers > 1 and todo:
             pool = WorkerPool(spec, args.workers)
             outcomes = pool.run(todo)
         else:
-            runner = spec.runner(backends)
-            start_isolated(runner, {n for _, ns in todo for n in ns})
+            if runner is None:
+                runner = spec.runner(backends)
+                start_isolated(runner, {n for _, ns in todo for n in ns})
             outcomes = _run_serial(runner, todo)
         failing = previous is not None and any(r.failed for r in previous.records)
         for case, recs, case_times in outcomes:
@@ -905,11 +928,25 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path) -> int:
     return EXIT_FAILURES if any(r.failed for r in records) else EXIT_PASS
 
 
+def _early_runner(
+    args: argparse.Namespace, spec: RunSpec, backends: list[Backend], exits: ExitStack
+) -> Runner | None:
+    """A new serial run's runner, its isolated workers started at once: they load their
+    libraries (PyTorch: seconds) while the cases are drawn. None for a resumed run (it starts
+    only the workers it still needs, later) and for a parallel one (its pool has its own)."""
+    if args.workers > 1 or args.resume is not None:
+        return None
+    runner = spec.runner(backends)
+    exits.callback(close_runner, runner)
+    start_isolated(runner)
+    return runner
+
+
 def _run_serial(
     runner: Runner, todo: list[tuple[Case, list[str]]]
 ) -> Iterator[tuple[Case, list[Record], StageTimes]]:
-    for case, names in todo:
-        yield case, *runner.run_case_on(case, names)
+    """The cases in this process, pipelined (:meth:`Runner.run_cases`)."""
+    return runner.run_cases(todo)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -109,6 +109,8 @@ REGIONS: tuple[Region, ...] = (
     Region("the sparse fill (exact zeros)", "sparse", lambda c: c.fill == "sparse"),
     Region("the wide fill (wide dynamic range)", "wide", lambda c: c.fill == "wide"),
     Region("the special fill (NaN, inf, -0, subnormals)", "special", lambda c: c.fill == "special"),
+    Region("the input gradient (bwd_d)", "bwd_d", lambda c: c.direction == "bwd_d"),
+    Region("the weight and bias gradients (bwd_w)", "bwd_w", lambda c: c.direction == "bwd_w"),
 )
 
 

@@ -48,13 +48,17 @@ def generated_cases(
     valid_per_op: int,
     invalid_per_op: int,
     seed: int,
+    directions: Iterable[str] = ("fwd",),
 ) -> list[Case]:
-    """Valid then invalid cases for each op, in op order."""
+    """Valid then invalid cases for each op, in op order. Valid cases draw their direction
+    among ``directions`` (last, so the other fields do not depend on it); invalid ones are
+    forward cases (rejecting them is the forward op's job)."""
     dtypes = tuple(dtypes)
+    dirs = tuple(directions)
     cases: list[Case] = []
     for op in ops:
         cases += draw_cases(
-            lambda pick, op=op: draw_valid_case(pick, op, dtypes),
+            lambda pick, op=op: draw_valid_case(pick, op, dtypes, directions=dirs),
             valid_per_op,
             stream_seed(seed, op, "valid"),
         )

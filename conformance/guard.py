@@ -18,9 +18,9 @@ import numpy as np
 from conformance.case import Case
 from conformance.inputs import Inputs, make_inputs
 
-FIELDS = ("x", "w", "bias")
+FIELDS = ("x", "w", "bias", "dy")
 #: How the fields are named in messages.
-LABELS = {"x": "x", "w": "w (the weight)", "bias": "bias"}
+LABELS = {"x": "x", "w": "w (the weight)", "bias": "bias", "dy": "dy (the cotangent)"}
 
 
 def _digest(a: np.ndarray) -> tuple[object, ...]:

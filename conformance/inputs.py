@@ -21,9 +21,13 @@ from reference.params import check_params, check_shapes
 
 @dataclass(frozen=True)
 class Inputs:
+    """A case's arrays: input, weight, bias, and for backward cases the cotangent ``dy`` (the
+    gradient of the loss with respect to the forward output, :func:`cotangent`)."""
+
     x: np.ndarray
     w: np.ndarray
     bias: np.ndarray | None
+    dy: np.ndarray | None = None
 
 
 #: Largest integer every integer up to which is exact in the dtype (its significand bits).
@@ -40,6 +44,8 @@ WIDE_F16_MIN_EXPONENT = 4.0
 #: Second SeedSequence word of the stream that places the ``sparse`` fill's zeros and the
 #: ``int`` fill's nonzero weights (the values come from the case seed's own stream).
 FILL_STREAM = 2
+#: Second SeedSequence word of the cotangent's stream, so ``dy`` is independent of the inputs.
+COTANGENT_STREAM = 1
 
 
 def reduction_terms(case: Case) -> int:
@@ -136,7 +142,22 @@ def make_inputs(case: Case) -> Inputs:
         r = round_to(a, case.dtype)
         r.setflags(write=False)
         out.append(r)
-    return Inputs(out[0], out[1], out[2] if case.bias_shape else None)
+    dy = cotangent(case) if case.direction != "fwd" else None
+    return Inputs(out[0], out[1], out[2] if case.bias_shape else None, dy)
+
+
+def cotangent(case: Case) -> np.ndarray | None:
+    """``dy`` of a backward case: uniform in [-1, 1) from ``(case.seed, COTANGENT_STREAM)``,
+    rounded to the dtype, read-only, the forward output's shape; the same for ``bwd_d`` and
+    ``bwd_w`` and whatever the fill. None for an invalid case (it has no output shape)."""
+    try:
+        shape = check_case(case)
+    except (ValueError, ArithmeticError):
+        return None
+    rng = np.random.default_rng([case.seed, COTANGENT_STREAM])
+    dy = round_to(rng.uniform(-1.0, 1.0, shape), case.dtype)
+    dy.setflags(write=False)
+    return dy
 
 
 #: ``special`` fill: the probability of each element being -0, and of it being a subnormal.

@@ -17,6 +17,10 @@ Optional narrowing fields, all of which must hold:
 * ``when``: the name of a case predicate from :data:`PREDICATES` (data, not code: no
   expression is ever evaluated).
 
+A ``match`` glob covers the cases of one direction (:data:`conformance.case.DIRECTIONS`):
+``direction`` says which, ``fwd`` (the default), ``bwd_d``, ``bwd_w`` or ``bwd`` for both
+backward ones; an exact ``case`` id carries its own.
+
 ``cpu_has`` (a CPU flag, e.g. ``avx512bw``) limits an entry to CPUs with that feature, where the
 library takes the code path that fails; elsewhere the entry is not loaded.
 
@@ -45,7 +49,7 @@ import numpy as np
 
 from conformance import diff as D
 from conformance import paths
-from conformance.case import Case, parse_id
+from conformance.case import DIRECTIONS, Case, parse_id
 from conformance.diff import VERDICTS
 from conformance.dtypes import round_to
 from conformance.inputs import make_inputs, run_reference
@@ -76,6 +80,8 @@ class KnownFailure:
     #: on a CPU without it the library takes another code path, so the entry is not loaded
     #: there (it neither explains a record nor goes stale).
     cpu_has: str | None = None
+    #: The direction a ``match`` glob covers: ``fwd``, ``bwd_d``, ``bwd_w`` or ``bwd`` (both).
+    direction: str = "fwd"
     source: str = ""
     #: Position of the entry in its file, from 1.
     index: int = 0
@@ -89,6 +95,8 @@ class KnownFailure:
     def rule(self) -> str:
         """The entry's rule in one line: what it covers and how it narrows."""
         parts = [f"case {self.case}" if self.case is not None else f"match {self.match!r}"]
+        if self.case is None and self.direction != "fwd":
+            parts.append(f"direction {self.direction}")
         for name in ("verdict", "hint", "error", "reference_error", "when", "cpu_has"):
             value = getattr(self, name)
             if value is not None:
@@ -118,6 +126,8 @@ class KnownFailure:
     def covers(self, case_id: str) -> bool:
         if self.case is not None:
             return case_id == self.case
+        if not _in_direction(case_id, self.direction):
+            return False
         return fnmatch.fnmatchcase(case_id, self.match or "")
 
     def explains(self, rec: Record) -> bool:
@@ -136,6 +146,23 @@ class KnownFailure:
         ):
             return False
         return self.when is None or PREDICATES[self.when](parse_id(rec.case_id))
+
+
+#: ``direction`` values of an entry, and the case directions each covers.
+ENTRY_DIRECTIONS: dict[str, tuple[str, ...]] = {
+    "fwd": ("fwd",),
+    "bwd_d": ("bwd_d",),
+    "bwd_w": ("bwd_w",),
+    "bwd": ("bwd_d", "bwd_w"),
+}
+
+
+def _in_direction(case_id: str, direction: str) -> bool:
+    """Whether the case of ``case_id`` has a direction the entry's ``direction`` covers (read
+    from its token; forward ids have none)."""
+    tokens = case_id.split("-")
+    own = next((t for t in tokens if t in DIRECTIONS[1:]), DIRECTIONS[0])
+    return own in ENTRY_DIRECTIONS[direction]
 
 
 def _any_axis(case: Case, test) -> bool:
@@ -259,6 +286,7 @@ class KnownFailures:
 
 _STRING_FIELDS = (
     "case",
+    "direction",
     "match",
     "verdict",
     "hint",
@@ -384,6 +412,17 @@ def parse_file(path: Path) -> list[KnownFailure]:
             )
         if match is not None:
             check_narrow(where, match, verdict, item)
+        direction = item.get("direction", "fwd")
+        if direction not in ENTRY_DIRECTIONS:
+            raise ValueError(
+                f"{where}: 'direction' must be one of {', '.join(ENTRY_DIRECTIONS)}, "
+                f"got {direction!r}"
+            )
+        if case is not None and "direction" in item:
+            raise ValueError(
+                f"{where}: 'direction' applies to 'match' globs; an exact 'case' id carries its "
+                "own (write it in the id)"
+            )
         cpu_has = item.get("cpu_has")
         if cpu_has is not None and not re.fullmatch(r"[a-z0-9_]+", cpu_has):
             raise ValueError(
@@ -411,6 +450,7 @@ def parse_file(path: Path) -> list[KnownFailure]:
                 reference_error=item.get("reference_error"),
                 when=when,
                 cpu_has=cpu_has,
+                direction=direction,
                 source=str(path),
                 index=len(out) + 1,
             )

@@ -2,6 +2,12 @@
 
 Each backend gets one :class:`Record`. The reference result (with its error bound) is computed
 once per case and shared by all backends.
+
+A case goes through three steps: begun (its inputs made and handed to every isolated backend's
+worker at once), gathered (the reference, then each backend's output or error, in order) and
+finished (each output judged: the records). :meth:`Runner.run_cases` begins the next case as
+soon as one is gathered, so the workers compute it while this process judges the first; the
+records and their order are those of one case at a time (:meth:`Runner.run_case`).
 """
 
 from __future__ import annotations
@@ -12,15 +18,31 @@ from dataclasses import dataclass, field, replace
 
 from conformance import diff as D
 from conformance.backends import Backend
+from conformance.backends.base import unsupported
 from conformance.case import Case
 from conformance.diff import DiffMetrics, Tolerance
+from conformance.directions import expected, judge
 from conformance.guard import Fingerprint, changed, fingerprint, mutation_detail, read_only, restore
-from conformance.inputs import make_inputs, run_reference
-from conformance.isolation import RemoteError, WorkerCrashed, WorkerStartError, WorkerTimeout
+from conformance.inputs import Inputs, make_inputs
+from conformance.isolation import (
+    RemoteError,
+    Ticket,
+    WorkerCrashed,
+    WorkerStartError,
+    WorkerTimeout,
+)
 from conformance.known_failures import KnownFailures
 from conformance.messages import cap_text, detail_text
-from conformance.sizing import cap_bytes, estimate_bytes, too_large_detail
+from conformance.sizing import cap_bytes, default_cap_bytes, estimate_bytes, too_large_detail
 from conformance.timing import BACKEND_PREFIX, StageTimes
+
+
+def _call_seconds(start: float, ticket: Ticket | None) -> float:
+    """The seconds a backend call cost: what the worker measured plus the hand-over, for a
+    case handed out ahead (its wall time overlaps other backends'), else the wall time."""
+    if ticket is not None and ticket.seconds is not None:
+        return ticket.seconds
+    return time.perf_counter() - start
 
 
 def tolerance_option(factor: float, statistical: bool = True) -> str:
@@ -152,6 +174,50 @@ class Record:
         }
 
 
+@dataclass
+class _Started:
+    """A case begun by :meth:`Runner._begin`: its inputs, handed ahead to the isolated
+    backends in ``tickets`` (by name); or its ``records`` already, when it does not run."""
+
+    case: Case
+    backends: list[Backend]
+    times: StageTimes
+    records: list[Record] | None = None
+    inputs: Inputs | None = None
+    #: Fingerprint of the inputs, for the backends that run in this process.
+    before: Fingerprint | None = None
+    tickets: dict[str, Ticket] = field(default_factory=dict)
+
+    def abandon(self) -> None:
+        """Give up the tickets not collected (the run stopped in between): their workers
+        are stopped, or their replies would be read as the next case's."""
+        for backend in self.backends:
+            if self.tickets.pop(backend.name, None) is not None:
+                getattr(backend, "abandon", lambda: None)()
+
+
+@dataclass
+class _Outcome:
+    """One backend's call on a case, not judged yet: its output or the error it raised, or a
+    record decided without a call (unsupported, a listed crash kept out of this process)."""
+
+    base: dict[str, object]
+    record: Record | None = None
+    got: object = None
+    error: Exception | None = None
+    seconds: float | None = None
+    mutated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Gathered:
+    """A case's reference (or why the reference rejected it) and its backends' outcomes."""
+
+    ref: object
+    ref_error: str | None
+    outcomes: list[_Outcome]
+
+
 class Runner:
     def __init__(
         self,
@@ -176,56 +242,150 @@ class Runner:
         #: Called with the case and the backend just before each backend call (a pool worker
         #: leaves a note of what it runs, for the error if a backend kills it).
         self.before_call: Callable[[Case, Backend], None] | None = None
+        #: The last case described by :meth:`_described`, and its id and dict.
+        self._last_case: Case | None = None
+        self._last_description: tuple[str, dict[str, object]] = ("", {})
 
     def run_case(self, case: Case, backends: Iterable[Backend] | None = None) -> list[Record]:
         """The records of ``case`` on every backend (or only on ``backends``, e.g. on resume)."""
         todo = self.backends if backends is None else list(backends)
-        if not todo:
-            return []
-        need = estimate_bytes(case) if self.max_case_bytes else 0
-        if need > self.max_case_bytes:
-            detail = too_large_detail(need, self.max_case_bytes, self._default_cap)
-            return [self._not_run(case, b, detail) for b in todo]
-        with self.times.stage("inputs"):
-            try:
-                inputs = make_inputs(case)
-            except (MemoryError, ValueError) as exc:  # NumPy: out of memory, "array is too big"
-                detail = f"not run: its inputs cannot be allocated ({type(exc).__name__}: {exc})"
-                return [self._not_run(case, b, detail) for b in todo]
-        # Hashed once, before the reference, for the backends that run in this process (an
-        # isolated worker checks its own copies).
-        in_process = any(not getattr(b, "isolated", False) for b in todo)
-        before = fingerprint(inputs) if in_process else None
-        with self.times.stage("reference"):
-            try:
-                ref = run_reference(case, inputs)
-                ref_error = None
-            except ValueError as exc:
-                ref, ref_error = None, str(exc)
-        return [self._run_backend(case, inputs, ref, ref_error, b, before) for b in todo]
+        return self._run_one(case, todo)[0]
 
     def run_case_on(self, case: Case, names: Iterable[str]) -> tuple[list[Record], StageTimes]:
         """The records of ``case`` on the backends named, and the seconds it took per stage
         (also added to :attr:`times`)."""
         by_name = {b.name: b for b in self.backends}
-        total, self.times = self.times, StageTimes()
+        return self._run_one(case, [by_name[n] for n in names])
+
+    def run_cases(
+        self, todo: Iterable[tuple[Case, Iterable[str]]]
+    ) -> Iterator[tuple[Case, list[Record], StageTimes]]:
+        """For each (case, backend names): the case, its records on those backends and its
+        seconds per stage (also added to :attr:`times`), in order, as :meth:`run_case_on`
+        gives them. Pipelined: once a case's outputs are in, the next case is handed to the
+        isolated backends, whose workers compute it while this process judges the first
+        (diffs, records) and the caller writes its records."""
+        by_name = {b.name: b for b in self.backends}
+        items = ((case, [by_name[n] for n in names]) for case, names in todo)
+        started = self._begin_next(items)
         try:
-            records = self.run_case(case, [by_name[n] for n in names])
-            return records, self.times
+            while started is not None:
+                gathered = self._gather(started)
+                current, started = started, self._begin_next(items)
+                try:
+                    records = self._finish(current, gathered)
+                finally:
+                    self.times.merge(current.times)
+                yield current.case, records, current.times
         finally:
-            total.merge(self.times)
-            self.times = total
+            if started is not None:  # stopped early: the next case's tickets
+                started.abandon()
+
+    def _begin_next(self, items: Iterator[tuple[Case, list[Backend]]]) -> _Started | None:
+        item = next(items, None)
+        return None if item is None else self._begin(*item, StageTimes())
+
+    def _run_one(self, case: Case, todo: list[Backend]) -> tuple[list[Record], StageTimes]:
+        """:meth:`run_case` on ``todo``, with the case's seconds per stage."""
+        times = StageTimes()
+        started = self._begin(case, todo, times)
+        try:
+            return self._finish(started, self._gather(started)), times
+        finally:
+            started.abandon()
+            self.times.merge(times)
+
+    def _begin(self, case: Case, todo: list[Backend], times: StageTimes) -> _Started:
+        """Start ``case`` on ``todo``: its inputs, handed to the isolated backends that take it
+        ahead (:meth:`_submit`); or its records already, when it cannot run (too large, inputs
+        that cannot be allocated) or there is no backend to run it on."""
+        started = _Started(case, todo, times)
+        if not todo:
+            started.records = []
+            return started
+        need = estimate_bytes(case) if self.max_case_bytes else 0
+        if need > self.max_case_bytes:
+            detail = too_large_detail(need, self.max_case_bytes, self._default_cap)
+            started.records = [self._not_run(case, b, detail) for b in todo]
+            return started
+        with times.stage("inputs"):
+            try:
+                started.inputs = make_inputs(case)
+            except (MemoryError, ValueError) as exc:  # NumPy: out of memory, "array is too big"
+                detail = f"not run: its inputs cannot be allocated ({type(exc).__name__}: {exc})"
+                started.records = [self._not_run(case, b, detail) for b in todo]
+                return started
+        # Hashed once, before the reference, for the backends that run in this process (an
+        # isolated worker checks its own copies).
+        if any(not getattr(b, "isolated", False) for b in todo):
+            started.before = fingerprint(started.inputs)
+        try:
+            self._submit(started, need)
+        except BaseException:
+            started.abandon()
+            raise
+        return started
+
+    def _submit(self, started: _Started, need: int) -> None:
+        """Hand the case to every isolated backend that runs it, all at once, before the
+        reference runs: the workers compute while this process works out the reference and
+        judges the previous case, so a case costs its slowest backend, not the sum of them
+        all. Not when the workers together would hold more than the per-case memory cap (the
+        case's estimate ``need`` once per worker; the default cap when there is none): such
+        a case runs one backend at a time."""
+        case = started.case
+        assert started.inputs is not None
+        ahead = [
+            b for b in started.backends if hasattr(b, "submit") and unsupported(b, case) is None
+        ]
+        if need == 0:
+            need = estimate_bytes(case)
+        if need * len(ahead) > (self.max_case_bytes or default_cap_bytes()):
+            return
+        for backend in ahead:
+            if self.before_call is not None:
+                self.before_call(case, backend)
+            started.tickets[backend.name] = backend.submit(case, started.inputs)  # type: ignore[attr-defined]
+
+    def _gather(self, started: _Started) -> _Gathered | None:
+        """The reference and every backend's output (or error) for a started case, not judged
+        yet; None for a case whose records are known already."""
+        if started.records is not None:
+            return None
+        assert started.inputs is not None
+        with started.times.stage("reference"):
+            try:
+                ref, ref_error = expected(started.case, started.inputs), None
+            except ValueError as exc:
+                ref, ref_error = None, str(exc)
+        outcomes = [self._call(started, b, ref_error) for b in started.backends]
+        return _Gathered(ref, ref_error, outcomes)
+
+    def _finish(self, started: _Started, gathered: _Gathered | None) -> list[Record]:
+        """The records of a gathered case: each output judged against the reference."""
+        if started.records is not None:
+            return started.records
+        assert gathered is not None
+        return [self._judge(started, gathered, o) for o in gathered.outcomes]
 
     def run(self, cases: Iterable[Case]) -> Iterator[Record]:
         for case in cases:
             yield from self.run_case(case)
 
+    def _described(self, case: Case) -> tuple[str, dict[str, object]]:
+        """The id and the dict of ``case``, worked out once for all its records (both walk
+        every field; the runner asks for them once per backend)."""
+        if self._last_case is not case:
+            self._last_case, self._last_description = case, (case.id, case.to_dict())
+        return self._last_description
+
     def _base(self, case: Case, backend: Backend, ref_error: str | None) -> dict[str, object]:
         """The fields of every record of ``case`` on ``backend``."""
+        case_id, case_dict = self._described(case)
         return {
-            "case_id": case.id,
+            "case_id": case_id,
             "backend": backend.name,
-            "case": case.to_dict(),
+            "case": dict(case_dict),
             "reference_error": ref_error,
             "plugin": getattr(backend, "plugin_spec", None),
             "tolerance_factor": self.tolerance.factor,
@@ -235,126 +395,141 @@ class Runner:
     def _not_run(self, case: Case, backend: Backend, detail: str) -> Record:
         """``unsupported`` where the backend rules the case out, else ``too-large``."""
         base = self._base(case, backend, None)
-        reason = backend.unsupported_reason(case)
+        reason = unsupported(backend, case)
         if reason is not None:
             return Record(verdict=D.UNSUPPORTED, detail=reason, **base)  # type: ignore[arg-type]
         return Record(verdict=D.TOO_LARGE, detail=detail, **base)  # type: ignore[arg-type]
 
-    def _run_backend(
-        self, case, inputs, ref, ref_error, backend: Backend, before: Fingerprint | None
-    ) -> Record:
-        """The record of one backend; one that wrote into its inputs gets ``mutated-input``
-        (in this process it got read-only views, and the inputs are restored for the next
-        backends; an isolated worker checks its own copies, :mod:`conformance.guard`)."""
+    def _call(self, started: _Started, backend: Backend, ref_error: str | None) -> _Outcome:
+        """Run (or collect) one backend on the started case: its output or the error it
+        raised, and the input fields it wrote into (in this process it gets read-only views
+        and the inputs are restored for the next backends; an isolated worker checks its own
+        copies, :mod:`conformance.guard`). A worker that cannot even start ends the run."""
+        case, inputs = started.case, started.inputs
+        assert inputs is not None
+        out = _Outcome(self._base(case, backend, ref_error))
+        reason = unsupported(backend, case)
+        if reason is not None:
+            out.record = Record(verdict=D.UNSUPPORTED, detail=reason, **out.base)  # type: ignore[arg-type]
+            return out
         isolated = getattr(backend, "isolated", False)
+        if not isolated:
+            out.record = self._kept_out(out.base)
+            if out.record is not None:
+                return out
+        ticket = started.tickets.pop(backend.name, None)
+        if self.before_call is not None and ticket is None:
+            self.before_call(case, backend)
+        start = time.perf_counter()
+        try:
+            if ticket is not None:  # handed out by _submit: an isolated backend
+                out.got = backend.collect(ticket)  # type: ignore[attr-defined]
+            else:
+                out.got = backend.run(case, inputs if isolated else read_only(inputs))
+        except WorkerStartError:  # a configuration error, not a verdict: ends the run
+            raise
+        except Exception as exc:  # every backend error is data
+            out.error = exc.with_traceback(None)
+        finally:
+            out.seconds = _call_seconds(start, ticket)
+            started.times.add(BACKEND_PREFIX + backend.name, out.seconds)
         if isolated:
-            rec = self._call_backend(case, inputs, ref, ref_error, backend)
             take = getattr(backend, "take_mutated", None)
-            mutated = list(take()) if take is not None else []
+            out.mutated = list(take()) if take is not None else []
         else:
-            assert before is not None  # run_case hashes the inputs for in-process backends
-            rec = self._call_backend(case, read_only(inputs), ref, ref_error, backend)
-            mutated = changed(inputs, before)
-            if mutated:
-                restore(case, inputs, mutated)
-        if not mutated:
+            assert started.before is not None  # _begin hashes the inputs for in-process backends
+            out.mutated = changed(inputs, started.before)
+            if out.mutated:
+                restore(case, inputs, out.mutated)
+        return out
+
+    def _kept_out(self, base: dict[str, object]) -> Record | None:
+        """The record of a case listed as crashing an in-process backend: not run here."""
+        probe = Record(verdict=D.CRASHED, **base)  # type: ignore[arg-type]
+        entry = self.known.lookup(probe)
+        if entry is None or entry.verdict != D.CRASHED or entry.error is not None:
+            return None
+        return replace(
+            probe,
+            detail="not run in this process: listed as crashing it; run isolated "
+            "(the CLI default, or pytest --isolate) to check it again",
+            known_failure=entry.reason,
+        )
+
+    def _judge(self, started: _Started, gathered: _Gathered, out: _Outcome) -> Record:
+        """One backend's record: its output against the reference, or its error; a backend
+        that wrote into its inputs gets ``mutated-input``."""
+        if out.record is not None:
+            return out.record
+        base, seconds = out.base, out.seconds
+        if out.error is not None:
+            rec = self._error_record(out.error, base, seconds, gathered.ref_error)
+        elif gathered.ref_error is not None:
+            shape = getattr(out.got, "shape", None)
+            rec = Record(
+                verdict=D.ACCEPTED_INVALID,
+                seconds=seconds,
+                detail=f"returned an output of shape {shape} for an invalid case",
+                **base,  # type: ignore[arg-type]
+            )
+        else:
+            with started.times.stage("diff"):
+                result = judge(started.case, out.got, gathered.ref, self.tolerance)
+            rec = Record(
+                verdict=result.verdict,
+                detail=result.detail,
+                seconds=seconds,
+                metrics=result.metrics,
+                **base,  # type: ignore[arg-type]
+            )
+        rec = self._with_known(rec)
+        if not out.mutated:
             return rec
         otherwise = f"{rec.verdict}: {rec.detail}" if rec.detail else rec.verdict
         return self._with_known(
             replace(
                 rec,
                 verdict=D.MUTATED_INPUT,
-                detail=detail_text(f"{mutation_detail(mutated)}; otherwise: ", otherwise),
+                detail=detail_text(f"{mutation_detail(out.mutated)}; otherwise: ", otherwise),
                 metrics=None,
                 known_failure=None,
                 fixed=False,
             )
         )
 
-    def _call_backend(self, case, inputs, ref, ref_error, backend: Backend) -> Record:
-        base = self._base(case, backend, ref_error)
-        reason = backend.unsupported_reason(case)
-        if reason is not None:
-            return Record(verdict=D.UNSUPPORTED, detail=reason, **base)
-        if not getattr(backend, "isolated", False):
-            probe = Record(verdict=D.CRASHED, **base)
-            entry = self.known.lookup(probe)
-            if entry is not None and entry.verdict == D.CRASHED and entry.error is None:
-                return replace(
-                    probe,
-                    detail="not run in this process: listed as crashing it; run isolated "
-                    "(the CLI default, or pytest --isolate) to check it again",
-                    known_failure=entry.reason,
-                )
-        if self.before_call is not None:
-            self.before_call(case, backend)
-        start = time.perf_counter()
-        try:
-            try:
-                got = backend.run(case, inputs)
-            finally:
-                self.times.add(BACKEND_PREFIX + backend.name, time.perf_counter() - start)
-        except WorkerStartError:  # a configuration error, not a verdict: ends the run
-            raise
-        except (WorkerCrashed, WorkerTimeout) as exc:
+    def _error_record(
+        self,
+        exc: Exception,
+        base: dict[str, object],
+        seconds: float | None,
+        ref_error: str | None,
+    ) -> Record:
+        """The record of a backend call that raised ``exc``: a dead or hung worker is
+        ``crashed`` or ``timeout``, running out of memory in this process ``crashed``, any
+        other error ``raised`` (``both-rejected`` when the reference rejected the case too)."""
+        # Capped (a runaway message would bloat the stream and the report) and kept once: the
+        # detail repeats it only when it is short.
+        if isinstance(exc, (WorkerCrashed, WorkerTimeout)):
+            message = cap_text(str(exc))
             verdict = D.CRASHED if isinstance(exc, WorkerCrashed) else D.TIMEOUT
+            detail, type_name = detail_text("", message), type(exc).__name__
+        elif isinstance(exc, MemoryError):  # in this process: out of memory, not a rejection
             message = cap_text(str(exc))
-            rec = Record(
-                verdict=verdict,
-                detail=detail_text("", message),
-                seconds=time.perf_counter() - start,
-                error_type=type(exc).__name__,
-                error_message=message,
-                **base,
-            )
-            return self._with_known(rec)
-        except MemoryError as exc:  # in this process: out of memory, not a rejection
-            message = cap_text(str(exc))
-            rec = Record(
-                verdict=D.CRASHED,
-                detail=detail_text("out of memory (in this process): MemoryError: ", message),
-                seconds=time.perf_counter() - start,
-                error_type="MemoryError",
-                error_message=message,
-                **base,
-            )
-            return self._with_known(rec)
-        except Exception as exc:  # every backend error is data
-            seconds = time.perf_counter() - start
-            verdict = D.BOTH_REJECTED if ref_error else D.RAISED
-            # Capped (a runaway message would bloat the stream and the report) and kept once:
-            # the detail repeats it only when it is short.
+            verdict, type_name = D.CRASHED, "MemoryError"
+            detail = detail_text("out of memory (in this process): MemoryError: ", message)
+        else:
             message = cap_text(str(exc).strip() or repr(exc))
+            verdict = D.BOTH_REJECTED if ref_error else D.RAISED
             type_name = exc.type_name if isinstance(exc, RemoteError) else type(exc).__name__
-            rec = Record(
-                verdict=verdict,
-                detail=detail_text(f"{type_name}: ", message),
-                seconds=seconds,
-                error_type=type_name,
-                error_message=message,
-                **base,
-            )
-            return self._with_known(rec)
-        seconds = time.perf_counter() - start
-        if ref_error is not None:
-            shape = getattr(got, "shape", None)
-            rec = Record(
-                verdict=D.ACCEPTED_INVALID,
-                seconds=seconds,
-                detail=f"returned an output of shape {shape} for an invalid case",
-                **base,
-            )
-            return self._with_known(rec)
-        with self.times.stage("diff"):
-            result = D.compare(case, got, ref, self.tolerance)
-        rec = Record(
-            verdict=result.verdict,
-            detail=result.detail,
+            detail = detail_text(f"{type_name}: ", message)
+        return Record(
+            verdict=verdict,
+            detail=detail,
             seconds=seconds,
-            metrics=result.metrics,
-            **base,
+            error_type=type_name,
+            error_message=message,
+            **base,  # type: ignore[arg-type]
         )
-        return self._with_known(rec)
 
     def _with_known(self, rec: Record) -> Record:
         if D.is_failure(rec.verdict):

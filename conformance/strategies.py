@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 
 from hypothesis import strategies as st
 
-from conformance.case import FILLS, OPS, Case
+from conformance.case import DIRECTIONS, FILLS, OPS, Case
 from conformance.draw import Draw, HypothesisDraw
 from conformance.dtypes import DTYPES
 
@@ -101,6 +101,10 @@ KINDS = ("dense", "dense", "dense", "dense", "grouped", "grouped", "depthwise", 
 #: Input fills drawn (conformance.inputs.make_inputs): uniform in 5 of 9 cases (first: the
 #: simple end Hypothesis shrinks to), each other fill in 1 of 9.
 FILL_CHOICES: tuple[str, ...] = ("uniform",) * 5 + tuple(f for f in FILLS if f != "uniform")
+#: Directions drawn, after the fill: forward in half the cases (the first: Hypothesis shrinks to
+#: it), input and weight gradients in a quarter each; only those a caller allows, and forward
+#: for the special fill (whose IEEE values the reference defines for the forward output only).
+DIRECTION_CHOICES: tuple[str, ...] = ("fwd", "fwd", "bwd_d", "bwd_w")
 
 #: The rules an invalid case breaks (one each).
 INVALID_RULES = ("stride", "dilation", "padding", "output_padding", "groups", "output_size")
@@ -354,8 +358,10 @@ def draw_valid_case(
     dtypes: tuple[str, ...] = DTYPES,
     bias: bool | None = None,
     budget: Budget = BUDGET,
+    directions: tuple[str, ...] = ("fwd",),
 ) -> Case:
-    """A valid case for ``op`` within ``budget``; ``bias`` None means drawn."""
+    """A valid case for ``op`` within ``budget``; ``bias`` None means drawn; the direction is
+    drawn from :data:`DIRECTION_CHOICES` among ``directions`` (forward only by default)."""
     nd, transposed = OPS[op]
     kind = pick.choice(KINDS)
     # Drawn for every kind (used by a grouped case), so the kinds' choice sequences line up.
@@ -407,14 +413,33 @@ def draw_valid_case(
             need = plan.spatial_lo(k, p, d)
             plan.choose(pick, _setter(plan.spatial, axis), need, need + MAX_EXTRA[nd], log=True)
 
+    dtype = pick.choice(dtypes)
+    has_bias = pick.boolean() if bias is None else bias
+    seed = pick.integer(0, 9999)
+    fill = pick.choice(FILL_CHOICES)
+    if fill == "special" and "fwd" not in directions:
+        fill = "uniform"  # special values are defined for the forward output only
     return Case(
         op=op,
         **plan.complete(),
-        dtype=pick.choice(dtypes),
-        bias=pick.boolean() if bias is None else bias,
-        seed=pick.integer(0, 9999),
-        fill=pick.choice(FILL_CHOICES),
+        dtype=dtype,
+        bias=has_bias,
+        seed=seed,
+        fill=fill,
+        direction=_direction(pick, directions, fill),
     )
+
+
+def _direction(pick: Draw, directions: tuple[str, ...], fill: str) -> str:
+    """The last choice of a case, drawn only where there is one (so a forward-only run draws
+    exactly what it drew before directions existed); forward for the special fill."""
+    choices = [d for d in DIRECTION_CHOICES if d in directions]
+    if not choices:
+        raise ValueError(
+            f"directions must name at least one of {', '.join(DIRECTIONS)}, got {directions!r}"
+        )
+    direction = choices[0] if len(set(choices)) == 1 else pick.choice(choices)
+    return "fwd" if fill == "special" else direction
 
 
 def _set(values: tuple[int, ...], axis: int, value: int) -> tuple[int, ...]:
@@ -471,10 +496,15 @@ def draw_invalid_case(pick: Draw, op: str, dtypes: tuple[str, ...] = DTYPES) -> 
 
 
 def valid_cases(
-    op: str, dtypes: tuple[str, ...] = DTYPES, bias: bool | None = None
+    op: str,
+    dtypes: tuple[str, ...] = DTYPES,
+    bias: bool | None = None,
+    directions: tuple[str, ...] = ("fwd",),
 ) -> st.SearchStrategy[Case]:
     """Hypothesis strategy: valid cases for ``op`` (see :func:`draw_valid_case`)."""
-    return st.composite(lambda draw: draw_valid_case(HypothesisDraw(draw), op, dtypes, bias))()
+    return st.composite(
+        lambda draw: draw_valid_case(HypothesisDraw(draw), op, dtypes, bias, directions=directions)
+    )()
 
 
 def invalid_cases(op: str, dtypes: tuple[str, ...] = DTYPES) -> st.SearchStrategy[Case]:

@@ -1,7 +1,8 @@
 """Results streamed to disk while a run goes: JSON Lines, schema ``convcheck-stream/1``.
 
 ``python -m conformance run`` appends one line per case and backend as soon as the case is done
-(and flushes after every case), so a run that is killed loses at most the case in progress;
+(and flushes after every case), so a run that is killed loses at most the cases in progress
+(two: the serial run hands the next case to its workers while it judges one);
 ``run --resume FILE.jsonl`` runs only what the file does not hold yet, and the results JSON and
 the HTML report are built from the stream at the end (``python -m conformance report`` reads a
 stream as well as a results JSON).
@@ -79,7 +80,14 @@ def _now() -> str:
 
 
 def _line(obj: dict[str, object]) -> str:
-    return json.dumps(json_safe(obj), allow_nan=False, ensure_ascii=False) + "\n"
+    """``obj`` as one line of strict JSON. Encoded as it is when it holds no non-finite float
+    (nearly every record: the encoder itself refuses one), else after :func:`json_safe`; the
+    same text either way, without walking every record twice."""
+    try:
+        text = json.dumps(obj, allow_nan=False, ensure_ascii=False)
+    except ValueError:  # a non-finite float
+        text = json.dumps(json_safe(obj), allow_nan=False, ensure_ascii=False)
+    return text + "\n"
 
 
 def record_line(record: Record) -> str:

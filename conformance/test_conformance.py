@@ -1,7 +1,10 @@
 """Conformance tests: every op on every backend, on Hypothesis cases and on the frozen corpus.
 
-Test names carry the op (``test_conv_transpose3d``, ``test_conv_transpose3d_invalid``) and frozen
-cases carry their id, so ``pytest -k conv_transpose3d`` selects one op. Backends come from
+Test names carry the op and the direction (``test_conv_transpose3d``, its gradients
+``test_conv_transpose3d_bwd_d`` and ``test_conv_transpose3d_bwd_w``,
+``test_conv_transpose3d_invalid``) and frozen cases carry their id, so
+``pytest -k conv_transpose3d`` selects one op and ``pytest -k "conv_transpose2d and bwd_d"`` one
+op's input gradients. Backends come from
 ``--conformance-backends`` (default: all known; unavailable ones are skipped with the reason).
 A failure prints the diff summary and a one-line replay command.
 """
@@ -12,7 +15,7 @@ import pytest
 from hypothesis import given
 
 from conformance import diff as D
-from conformance.case import OPS
+from conformance.case import DIRECTIONS, OPS
 from conformance.pytest_plugin import session
 from conformance.strategies import invalid_cases, valid_cases
 
@@ -31,13 +34,15 @@ def test_regression(regression, conformance):
     )
 
 
-def _valid_test(op: str):
-    @given(case=valid_cases(op, _DTYPES))
+def _valid_test(op: str, direction: str):
+    @given(case=valid_cases(op, _DTYPES, directions=(direction,)))
     def test(backend_name, case, conformance):
         conformance.check(case, backend_name)
 
-    test.__name__ = test.__qualname__ = f"test_{op}"
-    test.__doc__ = f"Valid {op} cases agree with the reference within the error bound."
+    what = {"fwd": "outputs", "bwd_d": "input gradients", "bwd_w": "weight and bias gradients"}
+    name = f"test_{op}" if direction == "fwd" else f"test_{op}_{direction}"
+    test.__name__ = test.__qualname__ = name
+    test.__doc__ = f"Valid {op} cases: {what[direction]} agree with the reference within the bound."
     return test
 
 
@@ -53,7 +58,9 @@ def _invalid_test(op: str):
 
 
 for _op in OPS:
-    globals()[f"test_{_op}"] = _valid_test(_op)
+    for _direction in DIRECTIONS:
+        _test = _valid_test(_op, _direction)
+        globals()[_test.__name__] = _test
     globals()[f"test_{_op}_invalid"] = _invalid_test(_op)
 
 

@@ -6,6 +6,10 @@ case's arrays), ``reference`` (the float64 oracle with its error bound, once per
 backend, sending the case to its worker process and the output back) and ``diff`` (comparing
 outputs to the reference). The CLI adds ``results`` (results JSON) and ``report`` (HTML).
 
+An isolated backend's workers run a case side by side (:meth:`conformance.runner.Runner.run_cases`):
+its seconds are then what its worker spent on the case plus the hand-over, not the wall time
+this process waited, so the backends' seconds can add up to more than the run's wall time.
+
 With ``--workers N`` each worker keeps its own and the parent sums them: the stage seconds are
 then CPU-side seconds over all workers, larger than the wall time.
 """

@@ -5,6 +5,10 @@ as a plugin is an error (a plugin's names must be new). All three run the same b
 :mod:`kernels.source`); they differ only in how those are compiled and launched. Invalid cases
 are rejected in :meth:`run` with the reference's own ``ValueError`` (a "both rejected" verdict);
 :meth:`unsupported_reason` names only what the kernels cannot do.
+
+Directions: ``fwd``, and ``bwd_d`` through the same bodies: the input gradient of a conv is the
+transposed conv of ``dy`` with the regrouped weight, and the other way round
+(:func:`conformance.directions.adjoint`). ``bwd_w`` needs a body of its own (not written yet).
 """
 
 from __future__ import annotations
@@ -13,15 +17,29 @@ import numpy as np
 
 from conformance.backends.base import Availability, Backend
 from conformance.case import Case
-from conformance.inputs import Inputs
+from conformance.directions import adjoint
+from conformance.inputs import Inputs, check_case
 from kernels import plan as planning
 
 
 class _KernelsBackend(Backend):
     dialect = ""
+    directions = ("fwd", "bwd_d")
 
     def unsupported_reason(self, case: Case) -> str | None:
         return planning.unsupported_reason(case)
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        if case.direction == "bwd_d":
+            check_case(case)  # an invalid case is rejected as the forward op would
+            adj = adjoint(case)
+            assert inputs.dy is not None
+            grad = Inputs(inputs.dy, adj.weight(inputs.w, case.groups), None)
+            return adj.crop(self._launch(adj.case, grad))
+        return self._launch(case, inputs)
+
+    def _launch(self, case: Case, inputs: Inputs) -> np.ndarray:
+        raise NotImplementedError
 
     def _plan(self, case: Case, inputs: Inputs) -> planning.Plan:
         return planning.make_plan(
@@ -54,7 +72,7 @@ class KernelsHost(_KernelsBackend):
             {"compiler": host.compiler_identity(host.compiler() or "g++")},
         )
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+    def _launch(self, case: Case, inputs: Inputs) -> np.ndarray:
         from kernels import host
 
         p = self._plan(case, inputs)
@@ -80,7 +98,7 @@ class _MLXKernelsBackend(_KernelsBackend):
             )
         return Availability(True, f"MLX {self.dialect.upper()} via mx.fast", versions)
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+    def _launch(self, case: Case, inputs: Inputs) -> np.ndarray:
         from kernels import mlx_launch
 
         p = self._plan(case, inputs)

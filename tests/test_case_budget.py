@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conformance import case_budget as B
-from conformance.case import parse_id
+from conformance.case import DIRECTIONS, parse_id
 from conformance.cli import main
 from conformance.generate import generated_cases
 
@@ -67,7 +67,14 @@ def test_run_gives_a_budgeted_backend_the_prefix_and_says_so(tmp_path, capsys):
     results = json.loads(out.read_text())
     assert results["settings"]["backend_examples"] == {"kernels-host": 2}
     ran = {r["case_id"] for r in results["records"] if r["backend"] == "kernels-host"}
-    kept = generated_cases(["conv1d"], ["float32"], valid_per_op=2, invalid_per_op=0, seed=20261123)
+    kept = generated_cases(
+        ["conv1d"],
+        ["float32"],
+        valid_per_op=2,
+        invalid_per_op=0,
+        seed=20261123,
+        directions=DIRECTIONS,
+    )
     assert ran == {c.id for c in kept} | {"conv1d-n1-c2x3-s9-k3-f32"}
     everyone = {r["case_id"] for r in results["records"] if r["backend"] == "numpy-ref"}
     assert len(everyone) == 6 + 2 + 1

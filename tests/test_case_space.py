@@ -225,6 +225,8 @@ def test_a_run_catches_the_batch_bug_on_exactly_the_late_batch_cases(tmp_path):
             "tests.planted:WrongForLateBatch",
             "--backends",
             "planted-batch3",
+            "--dirs",
+            "fwd",
             "--max-examples",
             "50",
             "--no-corpus",

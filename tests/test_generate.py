@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.case import OPS
+from conformance.case import DIRECTIONS, OPS
 from conformance.draw import SeededDraw, stream_seed
 from conformance.generate import draw_cases, generated_cases
 from conformance.inputs import make_inputs, run_reference
@@ -68,8 +68,8 @@ def test_case_list_is_the_same_with_a_literal_heavy_plugin_loaded():
     _, want = _golden()
     import tests.literals_plugin  # noqa: F401  (loaded on purpose)
 
-    got = [c.id for c in generated_cases(valid_per_op=10, invalid_per_op=3, seed=20261123)]
-    assert got == want
+    cases = generated_cases(valid_per_op=10, invalid_per_op=3, seed=20261123, directions=DIRECTIONS)
+    assert [c.id for c in cases] == want
 
 
 def _run_ids(tmp_path: Path, name: str, *extra: str) -> list[str]:

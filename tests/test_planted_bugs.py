@@ -98,6 +98,8 @@ def test_cli_run_exits_nonzero_and_lists_the_failure(tmp_path):
             "run",
             "--ops",
             "conv_transpose1d",
+            "--dirs",
+            "fwd",
             "--max-examples",
             "20",
             "--no-corpus",

@@ -42,6 +42,9 @@ class Backend(ABC):
     #: Known to kill the process on cases no known-failures rule describes yet: pytest runs it
     #: in a worker process even without ``--isolate``.
     crash_prone: bool = False
+    #: The case directions ``run`` computes (:data:`conformance.case.DIRECTIONS`); the others
+    #: are ``unsupported`` (:func:`unsupported`). Forward only unless a backend says more.
+    directions: tuple[str, ...] = ("fwd",)
 
     @cached_property
     def availability(self) -> Availability:
@@ -60,14 +63,46 @@ class Backend(ABC):
         return None
 
     @abstractmethod
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
-        """Run ``case`` and return the output in MLX layout (N, *spatial, C_out) as NumPy floats.
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Run ``case`` and return what its direction computes, in MLX layout, as NumPy floats:
+        ``fwd`` the output (N, *spatial, C_out); ``bwd_d`` the input's gradient (N, *spatial,
+        C_in) for the cotangent ``inputs.dy``; ``bwd_w`` the weight's gradient (C_out, *K,
+        C_in/groups) and, with a bias, the tuple of it and the bias's gradient (C_out,)
+        (:mod:`conformance.directions`).
 
         Errors raised by the library propagate unchanged: the runner records them.
         """
 
     def __repr__(self) -> str:
         return f"<backend {self.name}>"
+
+
+def unsupported(backend: Backend, case: Case) -> str | None:
+    """Why ``backend`` does not run ``case``: a direction it does not compute, or a documented
+    limitation (:meth:`Backend.unsupported_reason`); None when it runs it."""
+    if case.direction not in backend.directions:
+        return f"{backend.name} computes {', '.join(backend.directions)} only, not {case.direction}"
+    return backend.unsupported_reason(case)
+
+
+def mlx_weight(case: Case, tw: np.ndarray) -> np.ndarray:
+    """A channels-first weight (or weight gradient) back in MLX layout: the inverse of
+    :func:`channels_first_weight`."""
+    if not case.transposed:
+        return channels_last(tw)
+    g = case.groups
+    c_in, c_out_g, *kernel = tw.shape
+    wg = tw.reshape(g, c_in // g, c_out_g, *kernel)  # (G, C_in_g, C_out_g, *K)
+    wg = np.moveaxis(wg, 1, -1)  # (G, C_out_g, *K, C_in_g)
+    return np.ascontiguousarray(wg.reshape(g * c_out_g, *kernel, c_in // g))
+
+
+def gradients_for(case: Case, grads: list[np.ndarray]) -> np.ndarray | tuple[np.ndarray, ...]:
+    """What ``run`` returns for a backward ``case`` from all of its gradients (input, weight,
+    and bias where the case has one), each in MLX layout."""
+    if case.direction == "bwd_d":
+        return grads[0]
+    return (grads[1], grads[2]) if case.bias else grads[1]
 
 
 def channels_first(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ rounding to bfloat16 and the output would not be bfloat16 at all. float32 runs a
 ``Precision.HIGHEST``: on GPUs XLA's default precision rounds float32 operands to TF32
 (``--tf32`` builds the CUDA backend with the default precision instead). float16 and bfloat16 use
 JAX's default accumulation type for the input type. The bias is added after the op, in the case
-dtype, as ``flax.linen.Conv`` does.
+dtype, as ``flax.linen.Conv`` does. Backward directions: ``jax.vjp`` of that program, jitted.
 
 JAX preallocates 75% of a GPU's memory on first use; ``XLA_PYTHON_CLIENT_PREALLOCATE`` is set to
 ``false`` (unless already set) before JAX is imported, so workers share the device.
@@ -41,8 +41,8 @@ import os
 
 import numpy as np
 
-from conformance.backends.base import Availability, Backend, LayoutError
-from conformance.case import Case
+from conformance.backends.base import Availability, Backend, LayoutError, gradients_for
+from conformance.case import DIRECTIONS, Case
 from conformance.inputs import Inputs
 
 #: Spatial axis letters of JAX's dimension-number strings, per number of spatial dims.
@@ -144,6 +144,7 @@ class JaxBackend(Backend):
         self.device = device
         self.allow_tf32 = allow_tf32 and device == "cuda"
         self.name = f"jax-{device}"
+        self.directions = DIRECTIONS
         # XLA aborts the process compiling some transposed convs no rule narrows down to a region
         # yet (cases/known_failures/jax-cpu.toml): pytest runs it in a worker process.
         self.crash_prone = True
@@ -180,7 +181,7 @@ class JaxBackend(Backend):
     def _precision(self, jax):
         return jax.lax.Precision.DEFAULT if self.allow_tf32 else jax.lax.Precision.HIGHEST
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
         jax = _import_jax()
         dt = jax.numpy.dtype(case.dtype)
         precision = self._precision(jax)
@@ -194,5 +195,24 @@ class JaxBackend(Backend):
             bias = b[0].astype(dt) if b else None
             return forward(jax, case, x.astype(dt), w.astype(dt), bias, precision=precision)
 
+        if case.direction != "fwd":
+            return self._backward(jax, case, inputs, dt, precision)
         y = program(*self.on_device(jax, inputs.x, inputs.w, inputs.bias))
         return np.asarray(jax.device_get(y)).astype(np.float32)
+
+    def _backward(self, jax, case: Case, inputs: Inputs, dt, precision):
+        """``jax.vjp`` of the op plus the bias add, in the case dtype, jitted as one program
+        (casts, op, bias, VJP) returning the case dtype, as the forward program does."""
+
+        @jax.jit
+        def program(dy, x, w, *b):
+            def fn(x, w, *b):
+                return forward(jax, case, x, w, b[0] if b else None, precision=precision)
+
+            primals = [a.astype(dt) for a in (x, w, *b)]
+            _, pullback = jax.vjp(fn, *primals)
+            return pullback(dy.astype(dt))
+
+        grads = program(*self.on_device(jax, inputs.dy, inputs.x, inputs.w, inputs.bias))
+        host = [np.asarray(jax.device_get(g)).astype(np.float32) for g in grads]
+        return gradients_for(case, host)

@@ -2,7 +2,8 @@
 
 MLX's layout is the harness's own, so no translation is needed: input ``(N, *S, C_in)``, weight
 ``(C_out, *K, C_in/g)`` for both ``conv*`` and ``conv_transpose*``. MLX's conv ops take no bias;
-the adapter adds it after the convolution, as ``mlx.nn.Conv1d`` does.
+the adapter adds it after the convolution, as ``mlx.nn.Conv1d`` does. Backward directions:
+``mx.vjp`` of the op plus the bias add, in the case dtype.
 
 MLX's CUDA backend caches one cuDNN plan per conv shape and raises once the cache is full, so
 ``MLX_CUDA_CONV_CACHE_SIZE`` is raised (unless already set) before MLX is imported.
@@ -14,8 +15,8 @@ import os
 
 import numpy as np
 
-from conformance.backends.base import Availability, Backend
-from conformance.case import Case
+from conformance.backends.base import Availability, Backend, gradients_for
+from conformance.case import DIRECTIONS, Case
 from conformance.inputs import Inputs
 
 CONV_CACHE_SIZE = "1000000"
@@ -41,6 +42,7 @@ class MLXBackend(Backend):
         self.device = device
         self.name = f"mlx-{device}"
         self.description = f"mlx.core conv ops on the {device.upper()} stream"
+        self.directions = DIRECTIONS
 
     def probe(self) -> Availability:
         try:
@@ -62,16 +64,31 @@ class MLXBackend(Backend):
             return "MLX supports groups != 1 only in 1-D and 2-D convolutions"
         return None
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
         mx = _import_mlx()
         stream = mx.gpu if self.device == "gpu" else mx.cpu
         dt = mlx_dtype(mx, case.dtype)
         bias = None if inputs.bias is None else mx.array(inputs.bias).astype(dt)
         x, w = mx.array(inputs.x).astype(dt), mx.array(inputs.w).astype(dt)
+        if case.direction != "fwd":
+            return self._backward(mx, case, x, w, bias, mx.array(inputs.dy).astype(dt), stream)
         y = forward(mx, case, x, w, bias, stream=stream)
         y = y.astype(mx.float32, stream=stream)
         mx.eval(y)
         return np.array(y)
+
+    def _backward(self, mx, case: Case, x, w, bias, dy, stream):
+        """``mx.vjp`` of the op plus the bias add, in the case dtype."""
+
+        def fn(x, w, *b):
+            return forward(mx, case, x, w, b[0] if b else None, stream=stream)
+
+        primals = [x, w] + ([bias] if bias is not None else [])
+        with mx.stream(stream):
+            _, grads = mx.vjp(fn, primals, [dy])
+            grads = [g.astype(mx.float32) for g in grads]
+            mx.eval(grads)
+        return gradients_for(case, [np.array(g) for g in grads])
 
 
 def mlx_dtype(mx, dtype: str):

@@ -16,6 +16,11 @@ Tensors reach PyTorch in one of two memory formats, each its own backend:
   (``memory_format=torch.channels_last`` / ``channels_last_3d``, and the same stride order for
   1-D), the layout performance-tuned PyTorch code uses.
 
+Backward directions: ``torch.autograd.grad`` of the functional op with respect to the input,
+weight and bias together (as training computes them), the cotangent in the same memory format;
+``bwd_d`` returns the first, ``bwd_w`` the others; the
+weight gradient goes back to MLX layout with :func:`~conformance.backends.base.mlx_weight`.
+
 On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is built with
 ``allow_tf32=True`` (``--tf32`` on the command line), so the default run checks strict float32.
 """
@@ -30,8 +35,10 @@ from conformance.backends.base import (
     channels_first,
     channels_first_weight,
     channels_last,
+    gradients_for,
+    mlx_weight,
 )
-from conformance.case import Case
+from conformance.case import DIRECTIONS, Case
 from conformance.inputs import Inputs
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
@@ -60,6 +67,7 @@ class TorchBackend(Backend):
         self.memory_format = memory_format
         self.allow_tf32 = allow_tf32
         self.name = f"torch-{device}" + ("-cl" if memory_format == "channels_last" else "")
+        self.directions = DIRECTIONS
         # Channels-last bfloat16 convs segfault (see cases/known_failures/torch-cpu-cl.toml).
         self.crash_prone = memory_format == "channels_last"
         self.description = (
@@ -112,8 +120,27 @@ class TorchBackend(Backend):
         w = to_torch(channels_first_weight(case, inputs.w))
         b = None if inputs.bias is None else to_torch(inputs.bias)
         fn = getattr(F, case.op)
+        if case.direction != "fwd":
+            return self._backward(case, fn, x, w, b, to_torch(channels_first(inputs.dy)))
         with torch.no_grad():
             y = fn(x, w, b, **case.params())
         if self.device == "cuda":
             torch.cuda.synchronize()
         return channels_last(y.to(device="cpu", dtype=torch.float32).numpy())
+
+    def _backward(self, case: Case, fn, x, w, b, dy) -> np.ndarray | tuple[np.ndarray, ...]:
+        """``torch.autograd.grad`` of the op with respect to the input, weight and bias at once,
+        as a training step computes them (one ``convolution_backward`` with every output asked
+        for: its code paths differ from those of one gradient alone), in the case dtype; the
+        direction's gradients back in MLX layout."""
+        import torch
+
+        wrt = [x, w] + ([b] if b is not None else [])
+        for t in wrt:
+            t.requires_grad_(True)
+        y = fn(x, w, b, **case.params())
+        grads = torch.autograd.grad(y, wrt, grad_outputs=dy)
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        host = [g.detach().to(device="cpu", dtype=torch.float32).numpy() for g in grads]
+        return gradients_for(case, [channels_last(host[0]), mlx_weight(case, host[1]), *host[2:]])
