@@ -2,13 +2,14 @@
 
 Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 
-    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-fFILL][-DIR][-seedR]
+    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-fFILL][-DIR][-LAYOUT][-seedR]
 
 * ``OP`` is one of :data:`OPS`; it fixes the number of spatial dimensions.
 * ``s`` spatial size, ``k`` kernel, ``st`` stride, ``p`` padding, ``d`` dilation, ``op`` output
   padding (transposed ops only), ``g`` groups. A list whose entries are all equal is written once
   (``k3`` is 3x3x3 in 3-D).
-* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0, the uniform fill, direction ``fwd``) are
+* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0, the uniform fill, direction ``fwd``, the
+  contiguous layout) are
   never written, so every case has exactly one printed spelling and ``format_id(parse_id(s)) ==
   s`` for every printed id.
   The parser also takes uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``,
@@ -23,6 +24,8 @@ Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 * ``DIR`` is the direction (:data:`DIRECTIONS`): ``bwd_d`` (the input's gradient) or ``bwd_w``
   (the weight's and bias's); forward cases have none, so ``pytest -k "conv2d and bwd_d"``
   selects the backward-data cases of conv2d.
+* ``LAYOUT`` is how the input reaches the backend (:data:`LAYOUTS`, :mod:`conformance.layouts`):
+  ``strided``, ``permuted``, ``expanded`` or ``unbatched``; contiguous cases have none.
 
 Ids use only ``[a-z0-9_x-]``: they are valid pytest ids and ``pytest -k conv_transpose3d`` selects
 by op (no op name is a substring of another, nor of any other token).
@@ -37,6 +40,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from conformance.dtypes import FROM_SHORT, SHORT, check_dtype
+from conformance.layouts import LAYOUTS, check_layout
 from reference.params import (  # OPS: op name -> (spatial dims, transposed)
     OPS,
     conv_output_shape,
@@ -91,6 +95,7 @@ class Case:
     seed: int = 0
     fill: str = "uniform"
     direction: str = "fwd"
+    layout: str = "contiguous"
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -124,6 +129,7 @@ class Case:
                 f"Case.fill 'special' needs direction 'fwd', got {self.direction!r}: the "
                 "reference defines IEEE special values for the forward output only"
             )
+        check_layout(self.layout, self.batch)
 
     @property
     def ndim(self) -> int:
@@ -190,9 +196,9 @@ class Case:
         return kw
 
     def to_dict(self) -> dict[str, object]:
-        """Plain JSON; ``fill`` and ``direction`` only when they are not the default (so
-        records and files of uniform forward cases are as they were, and :meth:`from_dict`
-        reads them unchanged)."""
+        """Plain JSON; ``fill``, ``direction`` and ``layout`` only when they are not the
+        default (so records and files of uniform, forward, contiguous cases are as they were,
+        and :meth:`from_dict` reads them unchanged)."""
         d = asdict(self)
         for k, v in d.items():
             if isinstance(v, tuple):
@@ -201,6 +207,8 @@ class Case:
             del d["fill"]
         if d["direction"] == DIRECTIONS[0]:
             del d["direction"]
+        if d["layout"] == LAYOUTS[0]:
+            del d["layout"]
         return d
 
     @classmethod
@@ -261,6 +269,8 @@ def format_id(case: Case) -> str:
         parts.append("f" + case.fill)
     if case.direction != DIRECTIONS[0]:
         parts.append(case.direction)
+    if case.layout != LAYOUTS[0]:
+        parts.append(case.layout)
     if case.seed:
         parts.append(f"seed{case.seed}")
     return "-".join(parts)
@@ -282,11 +292,14 @@ def parse_id(text: str) -> Case:
     dtype = None
     fill = FILLS[0]
     direction = DIRECTIONS[0]
+    layout = LAYOUTS[0]
     seed = 0
     # Every token has a rank; ranks must strictly increase (fixed order, nothing twice).
     rank = {
         name: i
-        for i, name in enumerate((*_TOKEN_ORDER, "bias", "dtype", "fill", "direction", "seed"))
+        for i, name in enumerate(
+            (*_TOKEN_ORDER, "bias", "dtype", "fill", "direction", "layout", "seed")
+        )
     }
     last_rank, last_tok = -1, op
     for tok in parts[1:]:
@@ -297,6 +310,8 @@ def parse_id(text: str) -> Case:
             kind = "bias"
         elif tok in DIRECTIONS:  # before fills: "fwd" is no fill "wd"
             kind = "direction"
+        elif tok in LAYOUTS:
+            kind = "layout"
         elif _FILL_RE.match(tok):
             kind = "fill"
         elif m:
@@ -324,6 +339,8 @@ def parse_id(text: str) -> Case:
                 )
         elif kind == "direction":
             direction = tok
+        elif kind == "layout":
+            layout = tok
         elif kind == "seed":
             nums = _parse_ints(m.group(2))
             if len(nums) != 1:
@@ -369,5 +386,6 @@ def parse_id(text: str) -> Case:
         seed=seed,
         fill=fill,
         direction=direction,
+        layout=layout,
     )
     return case

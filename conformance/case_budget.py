@@ -70,12 +70,19 @@ def left_out(
     invalid_examples: int,
     seed: int,
     directions: Iterable[str] = ("fwd",),
+    layouts: Iterable[str] = ("contiguous",),
 ) -> set[str]:
     """Ids of the run's generated cases past ``budget`` (valid per op; invalid scaled alike),
     frozen ones excepted."""
     invalid = invalid_examples * budget // max_examples if max_examples else 0
     kept = generated_cases(
-        ops, dtypes, valid_per_op=budget, invalid_per_op=invalid, seed=seed, directions=directions
+        ops,
+        dtypes,
+        valid_per_op=budget,
+        invalid_per_op=invalid,
+        seed=seed,
+        directions=directions,
+        layouts=layouts,
     )
     keep = {c.id for c in kept} | frozen_ids
     return {c.id for c in generated if c.id not in keep}

@@ -26,6 +26,7 @@ from conformance import diff as D
 from conformance import report_model as M
 from conformance.backends import Backend, resolve
 from conformance.case import DIRECTIONS, OPS, Case, parse_id
+from conformance.layouts import LAYOUTS
 from conformance.corpus import load_corpus, parse_corpus
 from conformance.dtypes import DTYPES
 from conformance.filelock import RunLock
@@ -184,6 +185,15 @@ def _add_case_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated directions generated cases draw from: fwd (the output), bwd_d "
         "(the input's gradient), bwd_w (the weight's and bias's) (default: all three)",
+    )
+    p.add_argument(
+        "--layouts",
+        type=_choices("layout", list(LAYOUTS)),
+        default=None,
+        help="comma-separated input layouts generated cases draw from: contiguous, strided (a "
+        "slice of a larger array), permuted (last two axes swapped in memory), expanded (a "
+        "stride-0 batch), unbatched (no batch axis) (default: all; a backend that does not "
+        "take one reports its cases unsupported)",
     )
     p.add_argument(
         "--max-examples",
@@ -511,6 +521,12 @@ def apply_resume(args: argparse.Namespace, settings: dict[str, object], source: 
         args.dirs = dirs
     else:
         check("--dirs", args.dirs, dirs)
+    # ... and before layouts existed, contiguous inputs only.
+    layouts = settings.get("layouts", ["contiguous"])
+    if args.layouts is None:
+        args.layouts = layouts
+    else:
+        check("--layouts", args.layouts, layouts)
     corpus = stored("corpus")
     if args.no_corpus or args.corpus:
         check("--corpus/--no-corpus", _corpus_setting(args), corpus)
@@ -585,7 +601,10 @@ def frozen_cases(args: argparse.Namespace) -> list[Case]:
     return [
         c
         for c in frozen
-        if c.op in args.ops and c.dtype in args.dtypes and c.direction in args.dirs
+        if c.op in args.ops
+        and c.dtype in args.dtypes
+        and c.direction in args.dirs
+        and c.layout in args.layouts
     ]
 
 
@@ -597,6 +616,7 @@ def run_generated_cases(args: argparse.Namespace) -> list[Case]:
         invalid_per_op=args.invalid_examples,
         seed=args.seed,
         directions=args.dirs,
+        layouts=args.layouts,
     )
 
 
@@ -624,6 +644,7 @@ def budget_left_out(
             invalid_examples=args.invalid_examples,
             seed=args.seed,
             directions=args.dirs,
+            layouts=args.layouts,
         )
         for name, n in binding.items()
     }
@@ -635,6 +656,7 @@ def _fill_case_defaults(args: argparse.Namespace) -> None:
     args.ops = list(OPS) if args.ops is None else args.ops
     args.dtypes = list(DTYPES) if args.dtypes is None else args.dtypes
     args.dirs = list(DIRECTIONS) if args.dirs is None else args.dirs
+    args.layouts = list(LAYOUTS) if args.layouts is None else args.layouts
     if args.max_examples is None:
         args.max_examples = DEFAULT_MAX_EXAMPLES
     if args.invalid_examples is None:
@@ -828,6 +850,7 @@ def _run(args: argparse.Namespace, command: str, stream_path: Path, exits: ExitS
             "ops": args.ops,
             "dtypes": args.dtypes,
             "dirs": args.dirs,
+            "layouts": args.layouts,
             "corpus": _corpus_setting(args),
             "case_files": [str(p) for p in args.cases],
             "backends": args.backends or "all",

@@ -111,6 +111,10 @@ REGIONS: tuple[Region, ...] = (
     Region("the special fill (NaN, inf, -0, subnormals)", "special", lambda c: c.fill == "special"),
     Region("the input gradient (bwd_d)", "bwd_d", lambda c: c.direction == "bwd_d"),
     Region("the weight and bias gradients (bwd_w)", "bwd_w", lambda c: c.direction == "bwd_w"),
+    Region("a strided input view", "strided", lambda c: c.layout == "strided"),
+    Region("a permuted input view", "perm", lambda c: c.layout == "permuted"),
+    Region("an expanded (stride-0 batch) input", "expand", lambda c: c.layout == "expanded"),
+    Region("an unbatched input", "unbatch", lambda c: c.layout == "unbatched"),
 )
 
 

@@ -68,16 +68,23 @@ def expected(case: Case, inputs: Inputs) -> Expected:
     if case.direction == "fwd":
         return Expected(("output",), (run_reference(case, inputs),))
     check_case(case)
-    assert inputs.dy is not None, "a backward case's inputs hold its cotangent"
-    kw = {**case.params(), "with_bound": True}
+    results = gradients(case, inputs.x, inputs.w, inputs.dy, with_bound=True)
+    return Expected(output_names(case), tuple(results))  # type: ignore[arg-type]
+
+
+def gradients(
+    case: Case, x: np.ndarray, w: np.ndarray, dy: np.ndarray | None, *, with_bound: bool
+) -> list[np.ndarray] | list[ConvResult]:
+    """The reference's gradients a backward ``case`` asks for (:func:`output_names`), with
+    their bound inputs when ``with_bound``, from the reference's VJPs."""
+    assert dy is not None, "a backward case's inputs hold its cotangent"
+    kw = {**case.params(), "with_bound": with_bound}
     if case.direction == "bwd_d":
-        gi = RG.grad_input(case.op, inputs.x.shape, inputs.w, inputs.dy, **kw)
-        return Expected(("grad_input",), (gi,))  # type: ignore[arg-type]
-    gw = RG.grad_weight(case.op, inputs.x, inputs.w.shape, inputs.dy, **kw)
-    if not case.bias:
-        return Expected(("grad_weight",), (gw,))  # type: ignore[arg-type]
-    gb = RG.grad_bias(inputs.dy, with_bound=True)
-    return Expected(("grad_weight", "grad_bias"), (gw, gb))  # type: ignore[arg-type]
+        return [RG.grad_input(case.op, x.shape, w, dy, **kw)]
+    grads = [RG.grad_weight(case.op, x, w.shape, dy, **kw)]
+    if case.bias:
+        grads.append(RG.grad_bias(dy, with_bound=with_bound))
+    return grads
 
 
 def as_outputs(got: object) -> tuple[np.ndarray, ...]:
@@ -162,35 +169,26 @@ class Adjoint:
 def adjoint(case: Case) -> Adjoint:
     """The forward case whose output is ``case``'s input gradient (``case`` valid, ``bwd_d``)."""
     out_spatial = check_case(case)[1:-1]
-    fields = dict(
-        batch=case.batch,
+    nd = case.ndim
+    if case.transposed:
+        op, output_padding = f"conv{nd}d", (0,) * nd
+    else:
+        op = f"conv_transpose{nd}d"
+        output_padding = tuple(
+            (n + 2 * p - d * (k - 1) - 1) % s
+            for n, p, d, k, s in zip(
+                case.spatial, case.padding, case.dilation, case.kernel, case.stride
+            )
+        )
+    forward = replace(
+        case,
+        op=op,
         in_channels=case.out_channels,
         out_channels=case.in_channels,
         spatial=out_spatial,
-        kernel=case.kernel,
-        stride=case.stride,
-        padding=case.padding,
-        dilation=case.dilation,
-        groups=case.groups,
-        dtype=case.dtype,
-        seed=case.seed,
-        fill=case.fill,
+        output_padding=output_padding,
+        bias=False,
+        direction="fwd",
+        layout="contiguous",
     )
-    nd = case.ndim
-    if case.transposed:
-        op = f"conv{nd}d"
-        return Adjoint(
-            replace(case, op=op, **fields, output_padding=(0,) * nd, bias=False, direction="fwd"),
-            case.spatial,
-        )
-    rest = tuple(
-        (n + 2 * p - d * (k - 1) - 1) % s
-        for n, p, d, k, s in zip(
-            case.spatial, case.padding, case.dilation, case.kernel, case.stride
-        )
-    )
-    op = f"conv_transpose{nd}d"
-    return Adjoint(
-        replace(case, op=op, **fields, output_padding=rest, bias=False, direction="fwd"),
-        case.spatial,
-    )
+    return Adjoint(forward, case.spatial)

@@ -49,16 +49,19 @@ def generated_cases(
     invalid_per_op: int,
     seed: int,
     directions: Iterable[str] = ("fwd",),
+    layouts: Iterable[str] = ("contiguous",),
 ) -> list[Case]:
     """Valid then invalid cases for each op, in op order. Valid cases draw their direction
-    among ``directions`` (last, so the other fields do not depend on it); invalid ones are
-    forward cases (rejecting them is the forward op's job)."""
+    among ``directions``, then their input layout among ``layouts`` (last, so the other fields
+    do not depend on them); invalid ones are contiguous forward cases (rejecting them is the
+    forward op's job)."""
     dtypes = tuple(dtypes)
     dirs = tuple(directions)
+    lays = tuple(layouts)
     cases: list[Case] = []
     for op in ops:
         cases += draw_cases(
-            lambda pick, op=op: draw_valid_case(pick, op, dtypes, directions=dirs),
+            lambda pick, op=op: draw_valid_case(pick, op, dtypes, directions=dirs, layouts=lays),
             valid_per_op,
             stream_seed(seed, op, "valid"),
         )

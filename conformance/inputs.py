@@ -114,6 +114,9 @@ def make_inputs(case: Case) -> Inputs:
       The reference defines the output's NaN and infinities per element
       (:mod:`reference.special`). Only this fill draws NaN, inf, -0 or subnormal inputs.
 
+    A case with the ``expanded`` layout (:mod:`conformance.layouts`) has the first sample's
+    input in every sample.
+
     The ``sparse`` and ``special`` fills' changes and the sparse ``int`` weights are placed by a
     second stream (:data:`FILL_STREAM`), so their other values are the ``uniform`` fill's.
     Shapes come from the case even when it is invalid (a negative size becomes 0, so the arrays
@@ -137,6 +140,9 @@ def make_inputs(case: Case) -> Inputs:
             arrays = [np.where(zeros.random(a.shape) < 0.5, 0.0, a) for a in arrays]
         elif case.fill == "special":
             arrays = _specials(case, arrays)
+    if case.layout == "expanded" and arrays[0].shape[0]:
+        # A stride-0 batch holds one sample: every sample is the first.
+        arrays[0] = np.broadcast_to(arrays[0][:1], arrays[0].shape).copy()
     out = []
     for a in arrays:
         r = round_to(a, case.dtype)
@@ -237,15 +243,31 @@ def run_reference(case: Case, inputs: Inputs | None = None) -> ConvResult:
     (:func:`check_case` first, so a negative size is named with its value)."""
     check_case(case)
     inputs = inputs or make_inputs(case)
-    res = run_op(
+    res = reference_output(case, inputs.x, inputs.w, inputs.bias, with_bound=True)
+    assert isinstance(res, ConvResult)
+    return res if inputs.bias is None else replace(res, bias=inputs.bias)
+
+
+def reference_output(
+    case: Case,
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    with_bound: bool = False,
+    **options: object,
+) -> np.ndarray | ConvResult:
+    """The reference's forward output of ``case``'s op and parameters on these arrays (float64;
+    with its bound inputs when ``with_bound``); ``options`` go to
+    :func:`reference.ops.run_op` (e.g. ``formulation``)."""
+    return run_op(
         case.op,
         case.ndim,
         case.transposed,
-        inputs.x,
-        inputs.w,
-        inputs.bias,
-        with_bound=True,
+        x,
+        w,
+        bias,
+        with_bound=with_bound,
         **case.params(),  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
-    assert isinstance(res, ConvResult)
-    return res if inputs.bias is None else replace(res, bias=inputs.bias)

@@ -474,6 +474,14 @@ class IsolatedBackend(Backend):
     def directions(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.inner.directions
 
+    @property
+    def layouts(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.layouts
+
+    @property
+    def layout_note(self) -> str:  # type: ignore[override]
+        return self.inner.layout_note
+
     def _spawn(self, stderr: Path) -> tuple[mp.process.BaseProcess, Connection]:
         """A new worker process writing its output to ``stderr`` (emptied first)."""
         ctx = worker_context()

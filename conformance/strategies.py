@@ -53,6 +53,7 @@ from dataclasses import dataclass, replace
 from hypothesis import strategies as st
 
 from conformance.case import DIRECTIONS, FILLS, OPS, Case
+from conformance.layouts import LAYOUTS
 from conformance.draw import Draw, HypothesisDraw
 from conformance.dtypes import DTYPES
 
@@ -105,6 +106,11 @@ FILL_CHOICES: tuple[str, ...] = ("uniform",) * 5 + tuple(f for f in FILLS if f !
 #: it), input and weight gradients in a quarter each; only those a caller allows, and forward
 #: for the special fill (whose IEEE values the reference defines for the forward output only).
 DIRECTION_CHOICES: tuple[str, ...] = ("fwd", "fwd", "bwd_d", "bwd_w")
+#: Input layouts drawn, after the direction (:mod:`conformance.layouts`): contiguous (the first:
+#: Hypothesis shrinks to it) in half the cases, the others sharing the rest; only those a caller
+#: allows and the case's batch admits (``unbatched`` needs batch 1, ``expanded`` a batch to
+#: expand, more than 1).
+LAYOUT_CHOICES: tuple[str, ...] = tuple(LAYOUTS)
 
 #: The rules an invalid case breaks (one each).
 INVALID_RULES = ("stride", "dilation", "padding", "output_padding", "groups", "output_size")
@@ -359,9 +365,11 @@ def draw_valid_case(
     bias: bool | None = None,
     budget: Budget = BUDGET,
     directions: tuple[str, ...] = ("fwd",),
+    layouts: tuple[str, ...] = ("contiguous",),
 ) -> Case:
     """A valid case for ``op`` within ``budget``; ``bias`` None means drawn; the direction is
-    drawn from :data:`DIRECTION_CHOICES` among ``directions`` (forward only by default)."""
+    drawn from :data:`DIRECTION_CHOICES` among ``directions`` (forward only by default), then
+    the input layout among ``layouts`` (:func:`_layout`; contiguous only by default)."""
     nd, transposed = OPS[op]
     kind = pick.choice(KINDS)
     # Drawn for every kind (used by a grouped case), so the kinds' choice sequences line up.
@@ -419,14 +427,17 @@ def draw_valid_case(
     fill = pick.choice(FILL_CHOICES)
     if fill == "special" and "fwd" not in directions:
         fill = "uniform"  # special values are defined for the forward output only
+    fields = plan.complete()
+    direction = _direction(pick, directions, fill)
     return Case(
         op=op,
-        **plan.complete(),
+        **fields,
         dtype=dtype,
         bias=has_bias,
         seed=seed,
         fill=fill,
-        direction=_direction(pick, directions, fill),
+        direction=direction,
+        layout=_layout(pick, layouts, fields["batch"]),
     )
 
 
@@ -440,6 +451,26 @@ def _direction(pick: Draw, directions: tuple[str, ...], fill: str) -> str:
         )
     direction = choices[0] if len(set(choices)) == 1 else pick.choice(choices)
     return "fwd" if fill == "special" else direction
+
+
+def _layout(pick: Draw, layouts: tuple[str, ...], batch: int) -> str:
+    """The input layout, drawn last and only where there is a choice (so a contiguous-only run
+    draws exactly what it drew before layouts existed): contiguous in half the draws when
+    allowed, each other allowed layout the batch admits sharing the rest."""
+    unknown = [lay for lay in layouts if lay not in LAYOUTS]
+    if unknown or not layouts:
+        raise ValueError(f"layouts must name some of {', '.join(LAYOUTS)}, got {layouts!r}")
+    admitted = [
+        lay
+        for lay in LAYOUT_CHOICES[1:]
+        if lay in layouts
+        and (lay != "unbatched" or batch == 1)
+        and (lay != "expanded" or batch > 1)
+    ]
+    choices = (["contiguous"] * max(len(admitted), 1) if "contiguous" in layouts else []) + admitted
+    if not choices:
+        return "contiguous"  # nothing the caller allows fits this batch: the default layout
+    return choices[0] if len(set(choices)) == 1 else pick.choice(choices)
 
 
 def _set(values: tuple[int, ...], axis: int, value: int) -> tuple[int, ...]:
@@ -500,10 +531,13 @@ def valid_cases(
     dtypes: tuple[str, ...] = DTYPES,
     bias: bool | None = None,
     directions: tuple[str, ...] = ("fwd",),
+    layouts: tuple[str, ...] = ("contiguous",),
 ) -> st.SearchStrategy[Case]:
     """Hypothesis strategy: valid cases for ``op`` (see :func:`draw_valid_case`)."""
     return st.composite(
-        lambda draw: draw_valid_case(HypothesisDraw(draw), op, dtypes, bias, directions=directions)
+        lambda draw: draw_valid_case(
+            HypothesisDraw(draw), op, dtypes, bias, directions=directions, layouts=layouts
+        )
     )()
 
 

@@ -4,7 +4,8 @@ Test names carry the op and the direction (``test_conv_transpose3d``, its gradie
 ``test_conv_transpose3d_bwd_d`` and ``test_conv_transpose3d_bwd_w``,
 ``test_conv_transpose3d_invalid``) and frozen cases carry their id, so
 ``pytest -k conv_transpose3d`` selects one op and ``pytest -k "conv_transpose2d and bwd_d"`` one
-op's input gradients. Backends come from
+op's input gradients. Valid cases draw every input layout (a failure's case id names it).
+Backends come from
 ``--conformance-backends`` (default: all known; unavailable ones are skipped with the reason).
 A failure prints the diff summary and a one-line replay command.
 """
@@ -16,6 +17,7 @@ from hypothesis import given
 
 from conformance import diff as D
 from conformance.case import DIRECTIONS, OPS
+from conformance.layouts import LAYOUTS
 from conformance.pytest_plugin import session
 from conformance.strategies import invalid_cases, valid_cases
 
@@ -35,7 +37,7 @@ def test_regression(regression, conformance):
 
 
 def _valid_test(op: str, direction: str):
-    @given(case=valid_cases(op, _DTYPES, directions=(direction,)))
+    @given(case=valid_cases(op, _DTYPES, directions=(direction,), layouts=LAYOUTS))
     def test(backend_name, case, conformance):
         conformance.check(case, backend_name)
 

@@ -20,8 +20,7 @@ import numpy as np
 from conformance.backends.base import Availability, Backend
 from conformance.case import Case
 from conformance.dtypes import round_to
-from conformance.inputs import Inputs
-from reference.ops import run_op
+from conformance.inputs import Inputs, reference_output
 
 #: Mantissa bits of each case dtype (for "1000 ulps").
 MANTISSA_BITS = {"float32": 23, "float16": 10, "bfloat16": 7}
@@ -39,7 +38,7 @@ class _PlantedPrecision(Backend):
         return Availability(True, "planted precision bug (test only)")
 
     def reference(self, case: Case, x, w, bias, **kw) -> np.ndarray:
-        return run_op(case.op, case.ndim, case.transposed, x, w, bias, **case.params(), **kw)
+        return reference_output(case, x, w, bias, **kw)
 
 
 class Tf32Inputs(_PlantedPrecision):

@@ -12,6 +12,7 @@ from conformance import case_budget as B
 from conformance.case import DIRECTIONS, parse_id
 from conformance.cli import main
 from conformance.generate import generated_cases
+from conformance.layouts import LAYOUTS
 
 OPS = ("conv1d", "conv_transpose2d")
 DTYPES = ("float32", "float16")
@@ -74,6 +75,7 @@ def test_run_gives_a_budgeted_backend_the_prefix_and_says_so(tmp_path, capsys):
         invalid_per_op=0,
         seed=20261123,
         directions=DIRECTIONS,
+        layouts=LAYOUTS,
     )
     assert ran == {c.id for c in kept} | {"conv1d-n1-c2x3-s9-k3-f32"}
     everyone = {r["case_id"] for r in results["records"] if r["backend"] == "numpy-ref"}

@@ -25,6 +25,7 @@ from conformance.inputs import (
     int_magnitude,
     make_inputs,
     reduction_terms,
+    reference_output,
     run_reference,
 )
 from conformance.known_failures import fails_with_flushed_subnormals
@@ -46,16 +47,8 @@ def float32_kernel(case: Case, formulation: str = "per-tap") -> np.ndarray:
     """A correct float32 kernel: the reference's own products and sums in float32 arithmetic,
     rounded to the case dtype."""
     inp = make_inputs(case)
-    out = run_op(
-        case.op,
-        case.ndim,
-        case.transposed,
-        inp.x,
-        inp.w,
-        inp.bias,
-        formulation=formulation,
-        compute_dtype=np.float32,
-        **case.params(),
+    out = reference_output(
+        case, inp.x, inp.w, inp.bias, formulation=formulation, compute_dtype=np.float32
     )
     return round_to(out, case.dtype)
 

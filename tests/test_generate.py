@@ -13,6 +13,7 @@ from conformance.case import DIRECTIONS, OPS
 from conformance.draw import SeededDraw, stream_seed
 from conformance.generate import draw_cases, generated_cases
 from conformance.inputs import make_inputs, run_reference
+from conformance.layouts import LAYOUTS
 from conformance.strategies import draw_invalid_case, draw_valid_case
 from reference.params import check_params
 from tests.test_cli import cli
@@ -68,7 +69,9 @@ def test_case_list_is_the_same_with_a_literal_heavy_plugin_loaded():
     _, want = _golden()
     import tests.literals_plugin  # noqa: F401  (loaded on purpose)
 
-    cases = generated_cases(valid_per_op=10, invalid_per_op=3, seed=20261123, directions=DIRECTIONS)
+    cases = generated_cases(
+        valid_per_op=10, invalid_per_op=3, seed=20261123, directions=DIRECTIONS, layouts=LAYOUTS
+    )
     assert [c.id for c in cases] == want
 
 

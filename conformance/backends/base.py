@@ -45,6 +45,12 @@ class Backend(ABC):
     #: The case directions ``run`` computes (:data:`conformance.case.DIRECTIONS`); the others
     #: are ``unsupported`` (:func:`unsupported`). Forward only unless a backend says more.
     directions: tuple[str, ...] = ("fwd",)
+    #: The input layouts ``run`` hands to the library as views
+    #: (:data:`conformance.layouts.LAYOUTS`); the others are ``unsupported``, with
+    #: :attr:`layout_note` as the reason. Contiguous only unless a backend says more.
+    layouts: tuple[str, ...] = ("contiguous",)
+    #: Why the other layouts are not run (e.g. the library takes no strided arrays).
+    layout_note: str = "it is given contiguous arrays only"
 
     @cached_property
     def availability(self) -> Availability:
@@ -78,10 +84,13 @@ class Backend(ABC):
 
 
 def unsupported(backend: Backend, case: Case) -> str | None:
-    """Why ``backend`` does not run ``case``: a direction it does not compute, or a documented
-    limitation (:meth:`Backend.unsupported_reason`); None when it runs it."""
+    """Why ``backend`` does not run ``case``: a direction it does not compute, an input layout
+    it does not take, or a documented limitation (:meth:`Backend.unsupported_reason`); None when
+    it runs it."""
     if case.direction not in backend.directions:
         return f"{backend.name} computes {', '.join(backend.directions)} only, not {case.direction}"
+    if case.layout not in backend.layouts:
+        return f"{backend.name} does not take the {case.layout} layout: {backend.layout_note}"
     return backend.unsupported_reason(case)
 
 

@@ -138,6 +138,7 @@ def forward(jax, case: Case, x, w, bias, *, precision):
 
 
 class JaxBackend(Backend):
+    layout_note = "JAX arrays have no strides: a view reaches XLA as a contiguous array"
     def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")

@@ -5,6 +5,11 @@ MLX's layout is the harness's own, so no translation is needed: input ``(N, *S, 
 the adapter adds it after the convolution, as ``mlx.nn.Conv1d`` does. Backward directions:
 ``mx.vjp`` of the op plus the bias add, in the case dtype.
 
+Input layouts (:mod:`conformance.layouts`): the input reaches the op as a strided slice
+(``a[1:, ..., ::2]``), a permuted view (``mx.swapaxes`` of an array stored with its last two axes
+swapped) or an expanded one (``mx.broadcast_to`` of one sample); MLX's conv ops need a batch
+axis, so ``unbatched`` is unsupported.
+
 MLX's CUDA backend caches one cuDNN plan per conv shape and raises once the cache is full, so
 ``MLX_CUDA_CONV_CACHE_SIZE`` is raised (unless already set) before MLX is imported.
 """
@@ -18,6 +23,7 @@ import numpy as np
 from conformance.backends.base import Availability, Backend, gradients_for
 from conformance.case import DIRECTIONS, Case
 from conformance.inputs import Inputs
+from conformance.layouts import Views, laid_out
 
 CONV_CACHE_SIZE = "1000000"
 
@@ -43,6 +49,8 @@ class MLXBackend(Backend):
         self.name = f"mlx-{device}"
         self.description = f"mlx.core conv ops on the {device.upper()} stream"
         self.directions = DIRECTIONS
+        self.layouts = ("contiguous", "strided", "permuted", "expanded")
+        self.layout_note = "MLX conv ops need a batch axis"
 
     def probe(self) -> Availability:
         try:
@@ -69,7 +77,12 @@ class MLXBackend(Backend):
         stream = mx.gpu if self.device == "gpu" else mx.cpu
         dt = mlx_dtype(mx, case.dtype)
         bias = None if inputs.bias is None else mx.array(inputs.bias).astype(dt)
-        x, w = mx.array(inputs.x).astype(dt), mx.array(inputs.w).astype(dt)
+        views = Views(
+            lambda a: mx.array(a).astype(dt),
+            lambda a: mx.swapaxes(a, -1, -2),
+            lambda a, shape: mx.broadcast_to(a, shape),
+        )
+        x, w = laid_out(case.layout, inputs.x, views), mx.array(inputs.w).astype(dt)
         if case.direction != "fwd":
             return self._backward(mx, case, x, w, bias, mx.array(inputs.dy).astype(dt), stream)
         y = forward(mx, case, x, w, bias, stream=stream)

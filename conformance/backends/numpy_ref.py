@@ -2,41 +2,39 @@
 
 It checks the plumbing end to end (inputs, layouts, diffing) and is the yardstick for timing; its
 errors are at most half an ULP of the case dtype. Every direction: the backward ones are the
-reference's VJPs (:mod:`reference.grad`), rounded once.
+reference's VJPs (:mod:`reference.grad`), rounded once. Every input layout: the reference reads
+the NumPy view (an unbatched input gets its batch axis back as a view too).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from conformance.backends.base import Availability, Backend, gradients_for
+from conformance.backends.base import Availability, Backend
 from conformance.case import DIRECTIONS, Case
+from conformance.directions import gradients
 from conformance.dtypes import round_to
-from conformance.inputs import Inputs
-from reference import grad as RG
-from reference.ops import run_op
+from conformance.inputs import Inputs, reference_output
+from conformance.layouts import LAYOUTS, NUMPY, batched, laid_out
 
 
 class NumpyReference(Backend):
     name = "numpy-ref"
     description = "float64 NumPy reference, rounded to the case dtype"
     directions = DIRECTIONS
+    layouts = LAYOUTS
 
     def probe(self) -> Availability:
         return Availability(True, "NumPy on the host CPU", {"numpy": np.__version__})
 
     def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
+        x = batched(case.layout, laid_out(case.layout, inputs.x, NUMPY))
         if case.direction == "fwd":
-            out = run_op(
-                case.op,
-                case.ndim,
-                case.transposed,
-                inputs.x,
-                inputs.w,
-                inputs.bias,
-                **case.params(),
-            )
-            return round_to(out, case.dtype)
-        g = RG.vjp(case.op, inputs.x, inputs.w, inputs.dy, bias=case.bias, **case.params())
-        grads = [g.input.out, g.weight.out] + ([g.bias.out] if g.bias is not None else [])
-        return gradients_for(case, [round_to(a, case.dtype) for a in grads])
+            out = reference_output(case, x, inputs.w, inputs.bias, with_bound=False)
+            return round_to(out, case.dtype)  # type: ignore[arg-type]
+        dy = inputs.dy
+        if dy is not None and case.layout == "unbatched":
+            dy = batched(case.layout, dy[0])
+        grads = gradients(case, x, inputs.w, dy, with_bound=False)
+        rounded = [round_to(g, case.dtype) for g in grads]  # type: ignore[arg-type]
+        return tuple(rounded) if len(rounded) > 1 else rounded[0]

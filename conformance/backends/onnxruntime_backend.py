@@ -134,6 +134,7 @@ def build_model(case: Case, w: np.ndarray, bias: np.ndarray | None):
 
 
 class OnnxRuntimeBackend(Backend):
+    layout_note = "ONNX Runtime copies its inputs into contiguous tensors of its own"
     def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
         if device not in PROVIDERS:
             raise ValueError(f"device must be one of {', '.join(PROVIDERS)}, got {device!r}")

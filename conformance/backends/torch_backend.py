@@ -21,6 +21,11 @@ weight and bias together (as training computes them), the cotangent in the same 
 ``bwd_d`` returns the first, ``bwd_w`` the others; the
 weight gradient goes back to MLX layout with :func:`~conformance.backends.base.mlx_weight`.
 
+Input layouts (:mod:`conformance.layouts`): ``torch-cpu``, ``torch-cuda`` and ``torch-mps``
+receive the input as a strided, permuted (last two axes swapped in memory) or expanded view, or
+unbatched ``(C, *S)`` (the cotangent too, for a backward case); the ``-cl`` backends are a
+memory format of their own and take the contiguous layout only.
+
 On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is built with
 ``allow_tf32=True`` (``--tf32`` on the command line), so the default run checks strict float32.
 """
@@ -40,6 +45,7 @@ from conformance.backends.base import (
 )
 from conformance.case import DIRECTIONS, Case
 from conformance.inputs import Inputs
+from conformance.layouts import LAYOUTS, Views, batched, laid_out
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
@@ -68,6 +74,10 @@ class TorchBackend(Backend):
         self.allow_tf32 = allow_tf32
         self.name = f"torch-{device}" + ("-cl" if memory_format == "channels_last" else "")
         self.directions = DIRECTIONS
+        if memory_format == "contiguous":
+            self.layouts = LAYOUTS
+        else:
+            self.layout_note = "its channels-last memory format is its layout"
         # Channels-last bfloat16 convs segfault (see cases/known_failures/torch-cpu-cl.toml).
         self.crash_prone = memory_format == "channels_last"
         self.description = (
@@ -116,17 +126,20 @@ class TorchBackend(Backend):
             t = torch.from_numpy(np.array(a, copy=True)).to(device=self.device, dtype=dt)
             return with_memory_format(t, self.memory_format) if t.ndim > 1 else t
 
-        x = to_torch(channels_first(inputs.x))
+        views = Views(to_torch, lambda t: t.transpose(-1, -2), lambda t, shape: t.expand(shape))
+        x = laid_out(case.layout, channels_first(inputs.x), views)
         w = to_torch(channels_first_weight(case, inputs.w))
         b = None if inputs.bias is None else to_torch(inputs.bias)
         fn = getattr(F, case.op)
         if case.direction != "fwd":
-            return self._backward(case, fn, x, w, b, to_torch(channels_first(inputs.dy)))
+            dy = channels_first(inputs.dy)
+            dy = to_torch(dy[0] if case.layout == "unbatched" else dy)
+            return self._backward(case, fn, x, w, b, dy)
         with torch.no_grad():
             y = fn(x, w, b, **case.params())
         if self.device == "cuda":
             torch.cuda.synchronize()
-        return channels_last(y.to(device="cpu", dtype=torch.float32).numpy())
+        return channels_last(batched(case.layout, to_host(y)))
 
     def _backward(self, case: Case, fn, x, w, b, dy) -> np.ndarray | tuple[np.ndarray, ...]:
         """``torch.autograd.grad`` of the op with respect to the input, weight and bias at once,
@@ -142,5 +155,13 @@ class TorchBackend(Backend):
         grads = torch.autograd.grad(y, wrt, grad_outputs=dy)
         if self.device == "cuda":
             torch.cuda.synchronize()
-        host = [g.detach().to(device="cpu", dtype=torch.float32).numpy() for g in grads]
-        return gradients_for(case, [channels_last(host[0]), mlx_weight(case, host[1]), *host[2:]])
+        host = [to_host(g) for g in grads]
+        grad_input = channels_last(batched(case.layout, host[0]))
+        return gradients_for(case, [grad_input, mlx_weight(case, host[1]), *host[2:]])
+
+
+def to_host(t) -> np.ndarray:
+    """A tensor as a float32 NumPy array on the host."""
+    import torch
+
+    return t.detach().to(device="cpu", dtype=torch.float32).numpy()
