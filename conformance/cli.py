@@ -26,13 +26,13 @@ from conformance import diff as D
 from conformance import report_model as M
 from conformance.backends import Backend, resolve
 from conformance.case import DIRECTIONS, OPS, Case, parse_id
-from conformance.layouts import LAYOUTS
 from conformance.corpus import load_corpus, parse_corpus
 from conformance.dtypes import DTYPES
 from conformance.filelock import RunLock
 from conformance.generate import generated_cases
 from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TimeBudget
 from conformance.known_failures import EntryUsage, KnownFailures, usage_lines
+from conformance.layouts import LAYOUTS
 from conformance.merge import merge_runs, parse_sources
 from conformance.parallel import (
     RunSpec,

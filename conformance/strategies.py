@@ -53,9 +53,9 @@ from dataclasses import dataclass, replace
 from hypothesis import strategies as st
 
 from conformance.case import DIRECTIONS, FILLS, OPS, Case
-from conformance.layouts import LAYOUTS
 from conformance.draw import Draw, HypothesisDraw
 from conformance.dtypes import DTYPES
+from conformance.layouts import LAYOUTS
 
 
 @dataclass(frozen=True)
