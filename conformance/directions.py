@@ -167,7 +167,8 @@ class Adjoint:
 
 
 def adjoint(case: Case) -> Adjoint:
-    """The forward case whose output is ``case``'s input gradient (``case`` valid, ``bwd_d``)."""
+    """The forward case whose output is ``case``'s input gradient (``case`` valid, one of the six
+    ops; any direction: the kernels' ``bwd_w`` also runs on its geometry)."""
     out_spatial = check_case(case)[1:-1]
     nd = case.ndim
     if case.transposed:

@@ -1,4 +1,5 @@
-"""convcheck's own accelerated kernels: conv and conv_transpose, 1-D to 3-D, one body per op.
+"""convcheck's own accelerated kernels: conv and conv_transpose, 1-D to 3-D, one body per op,
+and one weight-gradient body for every op's ``bwd_w`` (``bwd_d`` runs the forward bodies).
 
 * :mod:`kernels.source`: assembles each body with a thin per-dialect prelude (host, cuda, metal).
 * :mod:`kernels.plan`: validates a case and packs its parameters into an int32 array.

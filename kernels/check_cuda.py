@@ -2,11 +2,12 @@
 
 Usage: ``python -m kernels.check_cuda [--arch sm_90] [--mlx-src DIR] [--keep DIR]``.
 
-For each kernel, tile size and dtype it writes the translation unit exactly as
-``mx.fast.cuda_kernel`` assembles it (MLX's default header, our header,
-``namespace mlx::core::cu``, a ``__global__`` wrapper around the entry line and body; see
-:func:`kernels.source.cuda_translation_unit`) and runs ``nvcc -std=c++17 -arch=<arch> -c`` on
-it. A syntax or type error in a body or the CUDA prelude fails the check with nvcc's message.
+For each kernel (:data:`kernels.source.OPS`: the forward bodies and the weight gradient), tile
+size and dtype it writes the translation unit exactly as ``mx.fast.cuda_kernel`` assembles it
+(MLX's default header, our header, ``namespace mlx::core::cu``, a ``__global__`` wrapper around
+the entry line and body; see :func:`kernels.source.cuda_translation_unit`) and runs
+``nvcc -std=c++17 -arch=<arch> -c`` on it. A syntax or type error in a body or the CUDA prelude
+fails the check with nvcc's message.
 
 MLX's device headers (``mlx/backend/cuda/device/utils.cuh``, ...) are compiled into MLX and not
 installed with it. With ``--mlx-src DIR`` (an MLX source checkout; or ``$CONVCHECK_MLX_SRC``)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for r in results:
         status = "ok" if r.ok else f"FAILED (exit {r.returncode})"
-        print(f"{r.kernel:<18} {r.dtype:<9} {status}")
+        print(f"{r.kernel:<20} {r.dtype:<9} {status}")
         if r.output:
             print("  " + r.output.replace("\n", "\n  "))
         failed += not r.ok

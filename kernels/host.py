@@ -8,6 +8,7 @@ flags. One library serves every case: shapes and parameters travel in an int32 a
 
 Each exported ``kc_<op>_t<tile>_<dtype>`` runs the body once per thread in a loop, parallelised
 with OpenMP when ``g++ -fopenmp`` works (``OMP_NUM_THREADS`` applies); otherwise serially.
+:func:`run` runs a forward plan, :func:`run_weight_grad` a weight-gradient one.
 float16/bfloat16 data crosses as uint16 bit patterns and is converted by the body's own loads and
 stores, as on a GPU.
 """
@@ -97,9 +98,6 @@ def build(force: bool = False) -> Path:
     raise HostBuildError("host kernel library did not build:\n" + "\n\n".join(errors))
 
 
-_ARGS = [ctypes.c_void_p] * 5  # x, w, bias, params, out
-
-
 @dataclass(frozen=True)
 class HostLibrary:
     path: Path
@@ -110,8 +108,9 @@ class HostLibrary:
         return bool(self.lib.kc_openmp())
 
     def function(self, op: str, dtype: str, tile: int):
+        """The C function of ``op``: its inputs (:func:`kernels.source.input_names`), then out."""
         fn = getattr(self.lib, source.host_symbol(op, dtype, tile))
-        fn.argtypes = _ARGS
+        fn.argtypes = [ctypes.c_void_p] * (len(source.input_names(op)) + 1)
         fn.restype = None
         return fn
 
@@ -176,17 +175,30 @@ def from_device_layout(out: np.ndarray, dtype: str) -> np.ndarray:
 def run(
     plan: Plan, dtype: str, x: np.ndarray, w: np.ndarray, bias: np.ndarray | None
 ) -> np.ndarray:
-    """Run one planned case on the host; returns float32 values of ``dtype``, MLX layout."""
-    lib = load()
-    storage = np.float32 if dtype == "float32" else np.uint16
+    """Run one planned forward case on the host; returns float32 values of ``dtype``, MLX
+    layout."""
     if plan.total == 0:
         return np.zeros(plan.out_shape, np.float32)
-    xd = to_device_layout(x, dtype)
-    wd = to_device_layout(w, dtype)
+    storage = np.float32 if dtype == "float32" else np.uint16
     bd = to_device_layout(bias, dtype) if bias is not None else np.zeros(1, storage)
+    return _launch(plan, dtype, [to_device_layout(x, dtype), to_device_layout(w, dtype), bd])
+
+
+def run_weight_grad(plan: Plan, dtype: str, x: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Run one planned weight gradient (:func:`kernels.plan.make_weight_grad_plan`) of input
+    ``x`` and cotangent ``dy`` on the host; returns float32 values of ``dtype``."""
+    if plan.total == 0 or x.size == 0 or dy.size == 0:  # an empty sum
+        return np.zeros(plan.out_shape, np.float32)
+    return _launch(plan, dtype, [to_device_layout(x, dtype), to_device_layout(dy, dtype)])
+
+
+def _launch(plan: Plan, dtype: str, arrays: list[np.ndarray]) -> np.ndarray:
+    """Call ``plan``'s kernel on ``arrays`` (device layout; its inputs but params, in order)."""
+    lib = load()
+    storage = np.float32 if dtype == "float32" else np.uint16
     params = np.ascontiguousarray(plan.params, np.int32)
     out = np.empty(plan.out_shape, storage)
     lib.function(plan.op, dtype, plan.tile)(
-        xd.ctypes.data, wd.ctypes.data, bd.ctypes.data, params.ctypes.data, out.ctypes.data
+        *(a.ctypes.data for a in arrays), params.ctypes.data, out.ctypes.data
     )
     return from_device_layout(out, dtype)

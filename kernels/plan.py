@@ -1,6 +1,7 @@
 """From a :class:`~conformance.case.Case` to what every launch needs: the kernel (body and tile
 size), the int32 parameter array (layout in ``src/params.h``), the output shape and the thread
-count.
+count. :func:`make_plan` plans a forward op, :func:`make_weight_grad_plan` a convolution's weight
+gradient (the body behind every ``bwd_w``, see :mod:`kernels.backends`).
 
 Validation is the reference's own rule set (:mod:`reference.params`), so an invalid case raises
 the same ``ValueError`` here as in the oracle; the output shape is computed here, independently,
@@ -21,13 +22,16 @@ from reference.params import check_params, check_shapes
 #: Threads, and flat offsets into every tensor, are 32-bit ints in the bodies.
 MAX_ELEMENTS = 2**31 - 1
 
+#: The body of every weight gradient (:func:`make_weight_grad_plan`).
+WEIGHT_GRAD = "conv_weight_grad"
+
 
 @dataclass(frozen=True)
 class Plan:
-    op: str  # "conv" or "conv_transpose": the body to run
+    op: str  # the body to run: "conv", "conv_transpose" or "conv_weight_grad"
     tile: int  # output channels per thread (one of kernels.source.TILES)
     params: np.ndarray  # int32, KC_P_COUNT slots
-    out_shape: tuple[int, ...]  # MLX layout (N, *O, C_out)
+    out_shape: tuple[int, ...]  # MLX layout: (N, *O, C_out), or (C_out, *K, C_in/G) for a weight
     threads: int  # threads that do work (slot KC_P_TOTAL)
 
     @property
@@ -59,6 +63,14 @@ def thread_count(out_shape: tuple[int, ...], groups: int, tile: int) -> int:
     c_out = out_shape[-1]
     cout_g = c_out // groups if groups > 0 else 0
     return positions * groups * -(-cout_g // tile)
+
+
+def weight_grad_thread_count(w_shape: tuple[int, ...], groups: int, tile: int) -> int:
+    """Threads of a weight-gradient launch: one per tap, input channel of a group, group and
+    tile of a group's output channels."""
+    c_out = w_shape[0]
+    cout_g = c_out // groups if groups > 0 else 0
+    return _count(w_shape[1:]) * groups * -(-cout_g // tile)
 
 
 def _out_spatial(case: Case) -> list[int]:
@@ -161,3 +173,74 @@ def make_plan(
         params[slots[name] : slots[name] + 3] = three(values, fill)
     op = "conv_transpose" if case.transposed else "conv"
     return Plan(op, tile, params, out_shape, threads)
+
+
+def make_weight_grad_plan(
+    case: Case,
+    x_shape: tuple[int, ...],
+    dy_shape: tuple[int, ...],
+    *,
+    tile: int | None = None,
+    dialect: str = "host",
+) -> Plan:
+    """Plan the weight gradient of the convolution ``case`` (not transposed; ValueError for an
+    invalid one) for its input of ``x_shape`` and the cotangent of its output of ``dy_shape``:
+    ``(C_out, *K, C_in/G)``, summed over the batch and ``dy``'s positions. ``dy`` may have fewer
+    positions per axis than the output (a transposed convolution's weight gradient is that of
+    its adjoint convolution, whose output can be longer than the transposed op's input; the
+    positions ``dy`` lacks are zero). ``tile``: output channels per thread (default:
+    :func:`choose_tile`'s pick for ``dialect``)."""
+    if case.transposed:
+        raise ValueError(f"kernels: {WEIGHT_GRAD} plans a convolution, not {case.op}")
+    p = check_params(
+        case.op,
+        case.ndim,
+        transposed=False,
+        **case.params(),  # type: ignore[arg-type]
+    )
+    out_shape = tuple(case.w_shape)
+    y_full = check_shapes(p, tuple(x_shape), out_shape, None)
+    n, *_, c_in = x_shape
+    if (
+        len(dy_shape) != len(y_full)
+        or dy_shape[0] != n
+        or dy_shape[-1] != y_full[-1]
+        or any(not 0 <= d <= o for d, o in zip(dy_shape[1:-1], y_full[1:-1]))
+    ):
+        raise ValueError(
+            f"kernels: the cotangent's shape {tuple(dy_shape)} does not fit the output "
+            f"{tuple(y_full)} of {case.op}"
+        )
+    for what, shape in (("input", x_shape), ("cotangent", dy_shape), ("weight", out_shape)):
+        if _count(shape) > MAX_ELEMENTS:
+            raise ValueError(
+                f"kernels: {what} has {_count(shape)} elements; the kernels index with 32-bit "
+                f"ints (at most {MAX_ELEMENTS})"
+            )
+    c_out = out_shape[0]
+    tile = check_tile(tile) if tile is not None else choose_tile(c_out // case.groups, dialect)
+    threads = weight_grad_thread_count(out_shape, case.groups, tile)
+    slots = param_slots()
+    pad = 3 - case.ndim  # leading size-1 dimensions: 1-D and 2-D run as 3-D
+
+    def three(values: tuple[int, ...] | list[int], fill: int) -> list[int]:
+        return [fill] * pad + list(values)
+
+    params = np.zeros(slots["COUNT"], np.int32)
+    params[slots["N"]] = n
+    params[slots["CIN"]] = c_in
+    params[slots["COUT"]] = c_out
+    params[slots["GROUPS"]] = case.groups
+    params[slots["HAS_BIAS"]] = 0
+    params[slots["TOTAL"]] = threads
+    for name, values, fill in (
+        ("S", x_shape[1:-1], 1),
+        ("K", case.kernel, 1),
+        ("O", dy_shape[1:-1], 1),
+        ("STRIDE", case.stride, 1),
+        ("PAD", case.padding, 0),
+        ("DIL", case.dilation, 1),
+        ("TSTEP", (1,) * case.ndim, 1),
+    ):
+        params[slots[name] : slots[name] + 3] = three(values, fill)
+    return Plan(WEIGHT_GRAD, tile, params, out_shape, threads)

@@ -1,10 +1,14 @@
-"""Assemble the kernels' source for each dialect from the one body per op.
+"""Assemble the kernels' source for each dialect from the one body per kernel.
 
-Every kernel is a *body* (``src/<op>.body``) written once: the code of one thread, which computes
-``KC_TILE`` consecutive output channels at one output position (register tiling: each input
-element it loads serves ``KC_TILE`` products). Each body is compiled once per tile size in
-:data:`TILES`, as its own kernel; :mod:`kernels.plan` picks one per case. A dialect adds only a
-thin *prelude* (``src/prelude_<dialect>.h``: function qualifier, ``kc_to_float`` /
+Every kernel is a *body* (``src/<op>.body``) written once: the code of one thread. The forward
+bodies (``conv``, ``conv_transpose``) compute ``KC_TILE`` consecutive output channels at one
+output position; the weight-gradient body (``conv_weight_grad``) computes ``KC_TILE``
+consecutive output channels of the weight gradient at one (tap, input channel). Either way each
+input element a thread loads serves ``KC_TILE`` products (register tiling). Each body is compiled
+once per tile size in :data:`TILES`, as its own kernel; :mod:`kernels.plan` picks one per case.
+A kernel's arguments are its inputs (:func:`input_names`: ``x, w, bias, params`` for the forward
+bodies, ``x, dy, params`` for the weight gradient) and ``out``. A dialect adds only a thin
+*prelude* (``src/prelude_<dialect>.h``: function qualifier, ``kc_to_float`` /
 ``kc_from_float<T>`` for the element types) and an *entry line* that names this thread ``kc_tid``:
 
 ============  =======================================  ========================================
@@ -15,7 +19,7 @@ dialect       entry line                               the body is pasted into
 ``metal``     ``thread_position_in_grid.x``            MLX's ``[[kernel]]`` function
                                                        (``mx.fast.metal_kernel``)
 ``host``      a function argument                      a C++ function the host calls once per
-                                                       output element (OpenMP loop)
+                                                       thread (OpenMP loop)
 ============  =======================================  ========================================
 
 The entry line is part of the *source* MLX receives, not of the header, because MLX adds Metal
@@ -36,15 +40,17 @@ from pathlib import Path
 
 SRC_DIR = Path(__file__).resolve().parent / "src"
 
-#: The kernels, by the name of their body file.
-OPS: tuple[str, ...] = ("conv", "conv_transpose")
+#: The kernels, by the name of their body file: the forward ones, then the weight gradient.
+OPS: tuple[str, ...] = ("conv", "conv_transpose", "conv_weight_grad")
 DIALECTS: tuple[str, ...] = ("host", "cuda", "metal")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
 #: Output channels per thread: every body is compiled once per tile size.
 TILES: tuple[int, ...] = (1, 4, 8, 16, 32)
 
-#: Kernel argument names, in order (MLX builds the signature from them).
+#: The forward kernels' input names, in order (MLX builds the signature from them).
 INPUT_NAMES: tuple[str, ...] = ("x", "w", "bias", "params")
+#: The weight gradient's: the convolution's input and the cotangent of its output.
+WEIGHT_GRAD_INPUT_NAMES: tuple[str, ...] = ("x", "dy", "params")
 OUTPUT_NAMES: tuple[str, ...] = ("out",)
 
 #: How each GPU dialect names this thread's output element.
@@ -74,10 +80,19 @@ def read(name: str) -> str:
     return (SRC_DIR / name).read_text()
 
 
-def body(op: str) -> str:
+def _check_op(op: str) -> str:
     if op not in OPS:
         raise ValueError(f"unknown kernel {op!r}; known: {', '.join(OPS)}")
-    return read(f"{op}.body")
+    return op
+
+
+def body(op: str) -> str:
+    return read(f"{_check_op(op)}.body")
+
+
+def input_names(op: str) -> tuple[str, ...]:
+    """The inputs of kernel ``op``, in order; ``params`` (int32) last, the others of type T."""
+    return WEIGHT_GRAD_INPUT_NAMES if _check_op(op) == "conv_weight_grad" else INPUT_NAMES
 
 
 @cache
@@ -129,23 +144,20 @@ def kernel_name(op: str, tile: int) -> str:
 
 _HOST_THREAD = """
 template <typename T, int KC_TILE>
-static inline void kc_{op}_thread(const int kc_tid, const T* x, const T* w, const T* bias,
-                                  const int32_t* params, T* out) {{
+static inline void kc_{op}_thread(const int kc_tid, {params}, T* out) {{
 {body}
 }}
 """
 
 _HOST_ENTRY = """
-extern "C" void kc_{op}_t{tile}_{dtype}(const void* x, const void* w, const void* bias,
-                                const int32_t* params, void* out) {{
+extern "C" void kc_{op}_t{tile}_{dtype}({params}, void* out) {{
   using T = {type};
   const int total = params[KC_P_TOTAL];
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
   for (int t = 0; t < total; ++t) {{
-    kc_{op}_thread<T, {tile}>(t, static_cast<const T*>(x), static_cast<const T*>(w),
-                      static_cast<const T*>(bias), params, static_cast<T*>(out));
+    kc_{op}_thread<T, {tile}>(t, {args}, static_cast<T*>(out));
   }}
 }}
 """
@@ -182,19 +194,39 @@ extern "C" void kc_bfloat_to_float(const uint16_t* in, float* out, long n) {
 
 def host_symbol(op: str, dtype: str, tile: int) -> str:
     """The exported C function that runs ``op`` in ``dtype`` with ``tile`` output channels per
-    thread, over every thread."""
+    thread, over every thread. Its arguments: ``op``'s inputs (:func:`input_names`), then out."""
     return f"kc_{op}_t{check_tile(tile)}_{dtype}"
+
+
+def _host_params(names: tuple[str, ...], element: str) -> str:
+    return ", ".join(
+        "const int32_t* params" if name == "params" else f"const {element}* {name}"
+        for name in names
+    )
 
 
 def host_translation_unit() -> str:
     """The one C++ file of the host library: every op in every dtype."""
     parts = ["// Generated by kernels.source for the host (g++). Do not edit.\n", header("host")]
     for op in OPS:
-        parts.append(_HOST_THREAD.format(op=op, body=body(op)))
+        names = input_names(op)
+        parts.append(_HOST_THREAD.format(op=op, params=_host_params(names, "T"), body=body(op)))
+        args = ", ".join(
+            name if name == "params" else f"static_cast<const T*>({name})" for name in names
+        )
         for tile in TILES:
             for dtype in DTYPES:
                 t = ELEMENT_TYPE["host"][dtype]
-                parts.append(_HOST_ENTRY.format(op=op, tile=tile, dtype=dtype, type=t))
+                parts.append(
+                    _HOST_ENTRY.format(
+                        op=op,
+                        tile=tile,
+                        dtype=dtype,
+                        type=t,
+                        params=_host_params(names, "void"),
+                        args=args,
+                    )
+                )
     parts.append(_HOST_SUPPORT)
     return "".join(parts)
 
@@ -213,18 +245,16 @@ MLX_CUDA_DEFAULT_HEADER = """
 def cuda_translation_unit(op: str, dtype: str, tile: int) -> tuple[str, str]:
     """``(kernel name, .cu source)`` as ``mx.fast.cuda_kernel`` builds them for one dtype.
 
-    Inputs x, w, bias have the case dtype and params is int32; the body names none of
-    ``<input>_shape``, ``_strides`` or ``_ndim``, so MLX adds no shape arguments.
+    The inputs (:func:`input_names`) have the case dtype and params is int32; the body names
+    none of ``<input>_shape``, ``_strides`` or ``_ndim``, so MLX adds no shape arguments.
     """
     t = ELEMENT_TYPE["cuda"][dtype]
     name = f"custom_kernel_{kernel_name(op, tile)}_{MLX_TYPE_STRING[dtype]}"  # template hash: _<T>
     args = [
-        f"    const {t}* x,",
-        f"    const {t}* w,",
-        f"    const {t}* bias,",
-        "    const int32_t* params,",
-        f"    {t}* out) {{",
+        "    const int32_t* params," if n == "params" else f"    const {t}* {n},"
+        for n in input_names(op)
     ]
+    args.append(f"    {t}* out) {{")
     src = (
         MLX_CUDA_DEFAULT_HEADER
         + header("cuda")
@@ -245,23 +275,27 @@ def metal_translation_unit(
     its Metal utils, which define ``bfloat16_t``). For reading and review: nothing here runs it.
 
     MLX passes arrays of fewer than 8 elements in the ``constant`` address space: the dummy bias
-    (one element) when the case has none. x and w are assumed to have 8 elements or more.
+    (one element) when the case has none (``has_bias``; forward kernels only). The other arrays
+    are assumed to have 8 elements or more.
     """
     t = ELEMENT_TYPE["metal"][dtype]
     ts = MLX_TYPE_STRING[dtype]
+    names = input_names(op)
+    constant = set() if has_bias else {"bias"}
     # name, "_" + template hash ("_T"), then each input's and output's type ("c": constant).
-    name = f"custom_kernel_{kernel_name(op, tile)}__{ts}_{ts}_{ts}_{ts}{'' if has_bias else 'c'}"
-    name += f"_int32_t_{ts}"
-    bias_space = "device" if has_bias else "constant"
+    types = ["int32_t" if n == "params" else ts + ("c" if n in constant else "") for n in names]
+    name = f"custom_kernel_{kernel_name(op, tile)}__{ts}_" + "_".join([*types, ts])
+    args = [
+        f"  const {'constant' if n in constant else 'device'} "
+        f"{'int32_t' if n == 'params' else t}* {n} [[buffer({i})]],\n"
+        for i, n in enumerate(names)
+    ]
     src = (
         header("metal")
         + "template <typename T>\n"
         + f"[[kernel]] void {name}(\n"
-        + f"  const device {t}* x [[buffer(0)]],\n"
-        + f"  const device {t}* w [[buffer(1)]],\n"
-        + f"  const {bias_space} {t}* bias [[buffer(2)]],\n"
-        + "  const device int32_t* params [[buffer(3)]],\n"
-        + f"  device {t}* out [[buffer(4)]],\n"
+        + "".join(args)
+        + f"  device {t}* out [[buffer({len(names)})]],\n"
         + "  uint3 thread_position_in_grid [[thread_position_in_grid]]) {\n"
         + kernel_source("metal", op, tile)
         + "\n}\n"

@@ -310,7 +310,7 @@ def test_one_body_every_dialect(op: str) -> None:
     # is what cuda_translation_unit/metal_translation_unit assume.
     for dialect in ("cuda", "metal"):
         src = source.kernel_source(dialect, op, 4)
-        for name in source.INPUT_NAMES:
+        for name in source.input_names(op):
             assert not re.search(rf"\b{name}_(shape|strides|ndim)\b", src)
     assert "thread_position_in_grid" in source.kernel_source("metal", op, 1)
 
