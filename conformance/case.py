@@ -2,14 +2,19 @@
 
 Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 
-    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-dD][-opP][-gG][-bias]-DTYPE[-fFILL][-DIR][-LAYOUT][-seedR]
+    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-phP][-dD][-idI][-opP][-gG][-flip][-bias]-DTYPE[-fFILL]
+      [-DIR][-LAYOUT][-seedR]
 
-* ``OP`` is one of :data:`OPS`; it fixes the number of spatial dimensions.
+* ``OP`` is one of :data:`ALL_OPS` (the six ops of :data:`OPS` and the general convolutions
+  ``conv_general1d/2d/3d``); it fixes the number of spatial dimensions.
 * ``s`` spatial size, ``k`` kernel, ``st`` stride, ``p`` padding, ``d`` dilation, ``op`` output
   padding (transposed ops only), ``g`` groups. A list whose entries are all equal is written once
   (``k3`` is 3x3x3 in 3-D).
-* Defaults (``st1 p0 d1 op0 g1``, no bias, seed 0, the uniform fill, direction ``fwd``, the
-  contiguous layout) are
+* The general convolution's own (``conv_general*`` only, MLX's ``conv_general``): ``p`` is then
+  the low padding and ``ph`` the high one (written only where it differs from ``p``), ``id``
+  the input dilation, ``flip`` a flipped kernel (convolution, not cross-correlation).
+* Defaults (``st1 p0 d1 id1 op0 g1``, ``ph`` equal to ``p``, no flip, no bias, seed 0, the
+  uniform fill, direction ``fwd``, the contiguous layout) are
   never written, so every case has exactly one printed spelling and ``format_id(parse_id(s)) ==
   s`` for every printed id.
   The parser also takes uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``,
@@ -42,10 +47,16 @@ from dataclasses import asdict, dataclass, field
 from conformance.dtypes import FROM_SHORT, SHORT, check_dtype
 from conformance.layouts import LAYOUTS, check_layout
 from reference.params import (  # OPS: op name -> (spatial dims, transposed)
+    GENERAL_OPS,
     OPS,
-    conv_output_shape,
     conv_transpose_output_shape,
+    general_output_shape,
 )
+
+#: Every op a case can name: the six ops of the public APIs (:data:`OPS`) and the general forward
+#: convolutions (:data:`GENERAL_OPS`, MLX's ``conv_general``), op name -> (spatial dims,
+#: transposed).
+ALL_OPS: dict[str, tuple[int, bool]] = {**OPS, **GENERAL_OPS}
 
 #: How :func:`conformance.inputs.make_inputs` draws a case's inputs from its seed; the first is
 #: the default (never written in ids).
@@ -96,10 +107,15 @@ class Case:
     fill: str = "uniform"
     direction: str = "fwd"
     layout: str = "contiguous"
+    #: The general convolution's (``conv_general*`` ops only): high padding (default: the same
+    #: as ``padding``, then the low one), input dilation, kernel flip.
+    padding_hi: tuple[int, ...] = field(default=())
+    input_dilation: tuple[int, ...] = field(default=())
+    flip: bool = False
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise ValueError(f"Case.op must be one of {', '.join(OPS)}, got {self.op!r}")
+        if self.op not in ALL_OPS:
+            raise ValueError(f"Case.op must be one of {', '.join(ALL_OPS)}, got {self.op!r}")
         nd = self.ndim
         defaults = {"stride": 1, "padding": 0, "dilation": 1, "output_padding": 0}
         for name in ("spatial", "kernel", "stride", "padding", "dilation", "output_padding"):
@@ -107,6 +123,24 @@ class Case:
             if value == ():
                 value = defaults[name]
             object.__setattr__(self, name, _tuple(name, value, nd))
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"Case.flip must be a bool, got {self.flip!r}")
+        general = {"padding_hi": self.padding, "input_dilation": (1,) * nd}
+        for name, default in general.items():
+            value = getattr(self, name)
+            value = default if value == () else _tuple(name, value, nd)
+            if not self.general and value != default:
+                raise ValueError(f"Case.{name} applies only to the conv_general ops, not {self.op}")
+            # Stored only for a general op: a plain op's case has (), so replace() of its
+            # padding leaves nothing stale behind.
+            object.__setattr__(self, name, value if self.general else ())
+        if self.flip and not self.general:
+            raise ValueError(f"Case.flip applies only to the conv_general ops, not {self.op}")
+        if self.general and self.direction != "fwd":
+            raise ValueError(
+                f"Case.direction of a {self.op} case must be 'fwd', got {self.direction!r}: the "
+                "reference's gradients are those of the six ops"
+            )
         for name in ("batch", "in_channels", "out_channels", "groups", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -133,11 +167,16 @@ class Case:
 
     @property
     def ndim(self) -> int:
-        return OPS[self.op][0]
+        return ALL_OPS[self.op][0]
 
     @property
     def transposed(self) -> bool:
-        return OPS[self.op][1]
+        return ALL_OPS[self.op][1]
+
+    @property
+    def general(self) -> bool:
+        """Whether the op is a general convolution (``conv_general*``)."""
+        return self.op in GENERAL_OPS
 
     @property
     def id(self) -> str:
@@ -158,8 +197,14 @@ class Case:
                     self.dilation,
                     self.output_padding,
                 )
-            return conv_output_shape(
-                self.spatial, self.kernel, self.stride, self.padding, self.dilation
+            return general_output_shape(
+                self.spatial,
+                self.kernel,
+                self.stride,
+                self.padding,
+                self.padding_hi or self.padding,
+                self.dilation,
+                self.input_dilation or (1,) * self.ndim,
             )
         except (ValueError, ArithmeticError):  # stride 0 divides by zero
             return None
@@ -193,6 +238,12 @@ class Case:
         }
         if self.transposed:
             kw["output_padding"] = self.output_padding
+        if self.general:
+            kw |= {
+                "padding_hi": self.padding_hi,
+                "input_dilation": self.input_dilation,
+                "flip": self.flip,
+            }
         return kw
 
     def to_dict(self) -> dict[str, object]:
@@ -209,6 +260,9 @@ class Case:
             del d["direction"]
         if d["layout"] == LAYOUTS[0]:
             del d["layout"]
+        if not self.general:
+            for name in ("padding_hi", "input_dilation", "flip"):
+                del d[name]
         return d
 
     @classmethod
@@ -226,10 +280,10 @@ class Case:
 
 # --- id formatting and parsing ------------------------------------------------------------------
 
-_TOKEN_ORDER = ("n", "c", "s", "k", "st", "p", "d", "op", "g")
-_DEFAULTS = {"st": 1, "p": 0, "d": 1, "op": 0, "g": 1}
+_TOKEN_ORDER = ("n", "c", "s", "k", "st", "p", "ph", "d", "id", "op", "g")
+_DEFAULTS = {"st": 1, "p": 0, "d": 1, "id": 1, "op": 0, "g": 1}
 _NUM = r"m?\d+"
-_TOKEN_RE = re.compile(rf"^(st|op|seed|n|c|s|k|p|d|g)({_NUM}(?:x{_NUM})*)$")
+_TOKEN_RE = re.compile(rf"^(st|op|ph|id|seed|n|c|s|k|p|d|g)({_NUM}(?:x{_NUM})*)$")
 #: ``f`` and letters: a fill (a dtype token is ``f`` or ``bf`` and digits).
 _FILL_RE = re.compile(r"^f([a-z_]+)$")
 
@@ -252,7 +306,9 @@ def format_id(case: Case) -> str:
         "k": case.kernel,
         "st": case.stride,
         "p": case.padding,
+        "ph": case.padding_hi,
         "d": case.dilation,
+        "id": case.input_dilation,
         "op": case.output_padding,
         "g": (case.groups,),
     }
@@ -261,7 +317,11 @@ def format_id(case: Case) -> str:
         values = fields[name]
         if name in _DEFAULTS and all(v == _DEFAULTS[name] for v in values):
             continue
+        if name in ("ph", "id") and (not case.general or name == "ph" and values == case.padding):
+            continue
         parts.append(name + _fmt_list(values, collapse=name != "c"))
+    if case.flip:
+        parts.append("flip")
     if case.bias:
         parts.append("bias")
     parts.append(SHORT[case.dtype])
@@ -284,11 +344,13 @@ def parse_id(text: str) -> Case:
     """Parse a case id; raise ``ValueError`` naming the offending token."""
     parts = text.strip().split("-")
     op = parts[0]
-    if op not in OPS:
-        raise ValueError(f"case id {text!r}: unknown op {op!r} (expected one of {', '.join(OPS)})")
-    nd = OPS[op][0]
+    if op not in ALL_OPS:
+        raise ValueError(
+            f"case id {text!r}: unknown op {op!r} (expected one of {', '.join(ALL_OPS)})"
+        )
+    nd = ALL_OPS[op][0]
     values: dict[str, tuple[int, ...]] = {}
-    bias = False
+    bias = flip = False
     dtype = None
     fill = FILLS[0]
     direction = DIRECTIONS[0]
@@ -298,7 +360,7 @@ def parse_id(text: str) -> Case:
     rank = {
         name: i
         for i, name in enumerate(
-            (*_TOKEN_ORDER, "bias", "dtype", "fill", "direction", "layout", "seed")
+            (*_TOKEN_ORDER, "flip", "bias", "dtype", "fill", "direction", "layout", "seed")
         )
     }
     last_rank, last_tok = -1, op
@@ -306,8 +368,8 @@ def parse_id(text: str) -> Case:
         m = _TOKEN_RE.match(tok)
         if tok in FROM_SHORT:
             kind = "dtype"
-        elif tok == "bias":
-            kind = "bias"
+        elif tok in ("bias", "flip"):
+            kind = tok
         elif tok in DIRECTIONS:  # before fills: "fwd" is no fill "wd"
             kind = "direction"
         elif tok in LAYOUTS:
@@ -322,7 +384,7 @@ def parse_id(text: str) -> Case:
         if rank[kind] == last_rank:
             raise ValueError(f"case id {text!r}: {what} given twice ({last_tok!r}, {tok!r})")
         if rank[kind] < last_rank:
-            if kind in _TOKEN_ORDER and last_rank >= rank["bias"]:
+            if kind in _TOKEN_ORDER and last_rank >= rank["flip"]:
                 raise ValueError(f"case id {text!r}: token {tok!r} must come before bias and dtype")
             raise ValueError(f"case id {text!r}: {what} out of order (after {last_tok!r})")
         last_rank, last_tok = rank[kind], tok
@@ -330,6 +392,8 @@ def parse_id(text: str) -> Case:
             dtype = FROM_SHORT[tok]
         elif kind == "bias":
             bias = True
+        elif kind == "flip":
+            flip = True
         elif kind == "fill":
             fill = tok[1:]
             if fill not in FILLS:
@@ -355,7 +419,7 @@ def parse_id(text: str) -> Case:
         raise ValueError(f"case id {text!r}: missing dtype (f32, f16 or bf16)")
     if len(values["c"]) != 2:
         raise ValueError(f"case id {text!r}: channels must be written cINxOUT")
-    if "op" in values and not OPS[op][1]:
+    if "op" in values and not ALL_OPS[op][1]:
         raise ValueError(f"case id {text!r}: output padding (op) only applies to transposed ops")
 
     def dims(name: str, default: int) -> tuple[int, ...]:
@@ -378,6 +442,8 @@ def parse_id(text: str) -> Case:
         kernel=dims("k", 1),
         stride=dims("st", 1),
         padding=dims("p", 0),
+        padding_hi=dims("ph", 0) if "ph" in values else (),
+        input_dilation=dims("id", 1),
         dilation=dims("d", 1),
         output_padding=dims("op", 0),
         groups=values.get("g", (1,))[0],
@@ -387,5 +453,6 @@ def parse_id(text: str) -> Case:
         fill=fill,
         direction=direction,
         layout=layout,
+        flip=flip,
     )
     return case

@@ -25,10 +25,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from conformance import diff as D
+from conformance.case import ALL_OPS as OPS
 from conformance.case import Case, parse_id
 from conformance.inputs import reduction_terms
 from conformance.runner import Record
-from reference.params import OPS
 
 #: Products summed per output element ((in_channels / groups) * kernel taps) from which a case
 #: is a large reduction: long sums are where accumulation order and precision show.

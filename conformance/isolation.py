@@ -475,6 +475,14 @@ class IsolatedBackend(Backend):
         return self.inner.directions
 
     @property
+    def ops(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.ops
+
+    @property
+    def ops_note(self) -> str:  # type: ignore[override]
+        return self.inner.ops_note
+
+    @property
     def layouts(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.inner.layouts
 

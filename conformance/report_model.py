@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from conformance import coverage
 from conformance import diff as D
-from conformance.case import OPS, parse_id
+from conformance.case import ALL_OPS as OPS
+from conformance.case import Case, parse_id
 from conformance.dtypes import FROM_SHORT
 from conformance.rules import Rule, cases_of, infer_rule
 from conformance.runner import Record
@@ -95,16 +96,8 @@ def _prod(values: Iterable[object]) -> int:
 
 def output_spatial(case: dict[str, object]) -> tuple[int, ...] | None:
     """The spatial output size of a valid case, or None when it cannot be worked out."""
-    from reference.params import conv_output_shape, conv_transpose_output_shape
-
-    op = case.get("op")
-    if op not in OPS:
-        return None
     try:
-        args = [case[k] for k in ("spatial", "kernel", "stride", "padding", "dilation")]
-        if OPS[op][1]:
-            return conv_transpose_output_shape(*args, case["output_padding"])  # type: ignore[arg-type]
-        return conv_output_shape(*args)  # type: ignore[arg-type]
+        return Case.from_dict(dict(case)).output_spatial()
     except (KeyError, TypeError, ValueError, ArithmeticError):
         return None
 

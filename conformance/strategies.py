@@ -52,10 +52,11 @@ from dataclasses import dataclass, replace
 
 from hypothesis import strategies as st
 
-from conformance.case import DIRECTIONS, FILLS, OPS, Case
+from conformance.case import ALL_OPS, DIRECTIONS, FILLS, GENERAL_OPS, Case
 from conformance.draw import Draw, HypothesisDraw
 from conformance.dtypes import DTYPES
 from conformance.layouts import LAYOUTS
+from reference.params import general_output_shape
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,21 @@ DIRECTION_CHOICES: tuple[str, ...] = ("fwd", "fwd", "bwd_d", "bwd_w")
 #: expand, more than 1).
 LAYOUT_CHOICES: tuple[str, ...] = tuple(LAYOUTS)
 
-#: The rules an invalid case breaks (one each).
-INVALID_RULES = ("stride", "dilation", "padding", "output_padding", "groups", "output_size")
+#: The general convolutions' input dilations per axis, by spatial dims (1 first: Hypothesis
+#: shrinks to it).
+INPUT_DILATIONS = {1: (1, 1, 2, 3), 2: (1, 1, 2, 3), 3: (1, 1, 2)}
+
+#: The rules an invalid case breaks (one each; output_padding for the transposed ops only,
+#: input_dilation for the general ones only).
+INVALID_RULES = (
+    "stride",
+    "dilation",
+    "padding",
+    "output_padding",
+    "groups",
+    "output_size",
+    "input_dilation",
+)
 
 
 def sized(pick: Draw, lo: int, hi: int) -> int:
@@ -192,7 +206,7 @@ class _Plan:
     bound."""
 
     def __init__(self, op: str, kind: str, groups: int | None, budget: Budget) -> None:
-        self.nd, self.transposed = OPS[op]
+        self.nd, self.transposed = ALL_OPS[op]
         self.kind, self.budget = kind, budget
         self.groups = groups  # None: depthwise, groups = in_channels (drawn with the sizes)
         none: list[int | None] = [None] * self.nd
@@ -370,7 +384,8 @@ def draw_valid_case(
     """A valid case for ``op`` within ``budget``; ``bias`` None means drawn; the direction is
     drawn from :data:`DIRECTION_CHOICES` among ``directions`` (forward only by default), then
     the input layout among ``layouts`` (:func:`_layout`; contiguous only by default)."""
-    nd, transposed = OPS[op]
+    nd, transposed = ALL_OPS[op]
+    general = op in GENERAL_OPS
     kind = pick.choice(KINDS)
     # Drawn for every kind (used by a grouped case), so the kinds' choice sequences line up.
     groups_drawn = pick.integer(2, MAX_GROUPS)
@@ -421,14 +436,19 @@ def draw_valid_case(
             need = plan.spatial_lo(k, p, d)
             plan.choose(pick, _setter(plan.spatial, axis), need, need + MAX_EXTRA[nd], log=True)
 
+    fields = plan.complete()
+    if general:
+        if "fwd" not in directions:
+            raise ValueError(f"{op} cases are forward only: directions must include fwd")
+        fields |= _general_fields(pick, fields, budget)
     dtype = pick.choice(dtypes)
     has_bias = pick.boolean() if bias is None else bias
     seed = pick.integer(0, 9999)
     fill = pick.choice(FILL_CHOICES)
     if fill == "special" and "fwd" not in directions:
         fill = "uniform"  # special values are defined for the forward output only
-    fields = plan.complete()
-    direction = _direction(pick, directions, fill)
+    # The general convolutions are checked forward only (see Case).
+    direction = _direction(pick, ("fwd",) if general else directions, fill)
     return Case(
         op=op,
         **fields,
@@ -451,6 +471,51 @@ def _direction(pick: Draw, directions: tuple[str, ...], fill: str) -> str:
         )
     direction = choices[0] if len(set(choices)) == 1 else pick.choice(choices)
     return "fwd" if fill == "special" else direction
+
+
+def _general_fields(pick: Draw, fields: dict, budget: Budget) -> dict:
+    """The general convolution's own fields, drawn on a plain forward case's: per axis an input
+    dilation (:data:`INPUT_DILATIONS`) and a high padding (kept at the low one where a smaller
+    one leaves no output), then the kernel flip. Where the dilated input's output takes the case
+    over ``budget``, the last axes fall back to no input dilation until it fits."""
+    nd = len(fields["spatial"])
+    input_dilation, padding_hi = [], []
+    for axis in range(nd):
+        i = pick.choice(INPUT_DILATIONS[nd])
+        hi = pick.integer(0, MAX_PADDING)
+        lo, n = fields["padding"][axis], fields["spatial"][axis]
+        extent = fields["dilation"][axis] * (fields["kernel"][axis] - 1) + 1
+        if (n - 1) * i + 1 + lo + hi < extent:
+            hi = lo
+        input_dilation.append(i)
+        padding_hi.append(hi)
+    for axis in reversed(range(nd)):
+        if _fits(fields, input_dilation, padding_hi, budget):
+            break
+        input_dilation[axis], padding_hi[axis] = 1, fields["padding"][axis]
+    return {
+        "input_dilation": tuple(input_dilation),
+        "padding_hi": tuple(padding_hi),
+        "flip": pick.boolean(),
+    }
+
+
+def _fits(fields: dict, input_dilation: list[int], padding_hi: list[int], budget: Budget) -> bool:
+    """Whether a general case of ``fields`` with these extras is within ``budget``."""
+    out = general_output_shape(
+        fields["spatial"],
+        fields["kernel"],
+        fields["stride"],
+        fields["padding"],
+        padding_hi,
+        fields["dilation"],
+        input_dilation,
+    )
+    n, c_in, c_out = fields["batch"], fields["in_channels"], fields["out_channels"]
+    c_in_g, taps = c_in // fields["groups"], math.prod(fields["kernel"])
+    outputs = n * math.prod(out) * c_out
+    floats = n * math.prod(fields["spatial"]) * c_in + c_out * taps * c_in_g + c_out + outputs
+    return outputs * c_in_g * taps <= budget.products and 4 * floats <= budget.bytes
 
 
 def _layout(pick: Draw, layouts: tuple[str, ...], batch: int) -> str:
@@ -481,8 +546,12 @@ def draw_invalid_case(pick: Draw, op: str, dtypes: tuple[str, ...] = DTYPES) -> 
     """A case for ``op`` that breaks exactly one rule of :data:`INVALID_RULES`, built from a valid
     case within :data:`INVALID_BUDGET`."""
     case = draw_valid_case(pick, op, dtypes, budget=INVALID_BUDGET)
-    transposed = OPS[op][1]
-    rules = [r for r in INVALID_RULES if transposed or r != "output_padding"]
+    transposed = ALL_OPS[op][1]
+    rules = [
+        r
+        for r in INVALID_RULES
+        if (transposed or r != "output_padding") and (case.general or r != "input_dilation")
+    ]
     rule = pick.choice(rules)
     axis = pick.integer(0, case.ndim - 1)
     if rule == "stride":
@@ -500,6 +569,8 @@ def draw_invalid_case(pick: Draw, op: str, dtypes: tuple[str, ...] = DTYPES) -> 
         # so only the padding rule breaks.
         grown = _set(case.spatial, axis, case.spatial[axis] + 2 * (case.padding[axis] + bad))
         return replace(case, padding=_set(case.padding, axis, -bad), spatial=grown)
+    if rule == "input_dilation":
+        return replace(case, input_dilation=_set(case.input_dilation, axis, pick.integer(-1, 0)))
     if rule == "output_padding":
         limit = max(case.stride[axis], case.dilation[axis])
         bad = limit + pick.integer(0, 1)
@@ -518,7 +589,10 @@ def draw_invalid_case(pick: Draw, op: str, dtypes: tuple[str, ...] = DTYPES) -> 
             + case.output_padding[axis]
         )
         return replace(case, padding=_set(case.padding, axis, full // 2 + 1))
-    k = case.spatial[axis] + 2 * case.padding[axis] + 1
+    lo = case.padding[axis]
+    hi = case.padding_hi[axis] if case.general else lo
+    dilated = (case.spatial[axis] - 1) * (case.input_dilation[axis] if case.general else 1) + 1
+    k = dilated + lo + hi + 1
     return replace(
         case,
         kernel=_set(case.kernel, axis, k),

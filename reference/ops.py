@@ -42,12 +42,18 @@ def run_op(
     with_bound: bool = False,
     formulation: str = "auto",
     compute_dtype: type = np.float64,
+    padding_hi: IntOrSeq | None = None,
+    input_dilation: IntOrSeq | None = None,
+    flip: bool = False,
 ) -> np.ndarray | ConvResult:
     """Validate and run one op; the six public functions are thin names for this.
     ``formulation`` forces one of :data:`reference.core.FORMULATIONS` (benchmarks, tests);
     ``compute_dtype=np.float32`` runs it in float32 arithmetic, as a float32 kernel would
     (calibration of the diff engine; no bound). NaN and infinite inputs give IEEE's values per
-    output element (:mod:`reference.special`); the bound is that of the finite terms."""
+    output element (:mod:`reference.special`); the bound is that of the finite terms.
+    ``padding_hi``, ``input_dilation`` and ``flip`` make a forward op the general convolution
+    (MLX's ``conv_general``, :data:`reference.params.GENERAL_OPS`): ``padding`` is then the low
+    padding."""
     p = check_params(
         op,
         ndim,
@@ -57,6 +63,9 @@ def run_op(
         output_padding=output_padding,
         groups=groups,
         transposed=transposed,
+        padding_hi=padding_hi,
+        input_dilation=input_dilation,
+        flip=flip,
     )
     xa = as_real_array(op, "input", x)
     wa = as_real_array(op, "weight", w)
@@ -78,8 +87,10 @@ def run_op(
             conv_general,
             stride=p.stride,
             padding_lo=p.padding,
-            padding_hi=p.padding,
+            padding_hi=p.high_padding,
             kernel_dilation=p.dilation,
+            input_dilation=p.input_dilations,
+            flip=p.flip,
             groups=p.groups,
             formulation=formulation,
         )

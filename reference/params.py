@@ -25,6 +25,16 @@ OPS: dict[str, tuple[int, bool]] = {
     "conv_transpose3d": (3, True),
 }
 
+#: The general forward convolution (MLX's ``conv_general``), by spatial dims: separate low and
+#: high padding, input dilation and kernel flip on top of a forward op's parameters. Not one of
+#: :data:`OPS` (the six ops of the public API): :func:`reference.ops.run_op` runs them with
+#: ``padding_hi``, ``input_dilation`` and ``flip``.
+GENERAL_OPS: dict[str, tuple[int, bool]] = {
+    "conv_general1d": (1, False),
+    "conv_general2d": (2, False),
+    "conv_general3d": (3, False),
+}
+
 
 def _as_int(value: object) -> int | None:
     """``value`` as a Python int if it is an integer (NumPy integers too, bools not), else None."""
@@ -79,6 +89,20 @@ class ConvParams:
     output_padding: tuple[int, ...]
     groups: int
     transposed: bool
+    #: The general forward convolution's extras (:data:`GENERAL_OPS`): high padding (None: the
+    #: same as ``padding``, the low one), input dilation (zeros between input elements) and
+    #: kernel flip (convolution instead of cross-correlation).
+    padding_hi: tuple[int, ...] | None = None
+    input_dilation: tuple[int, ...] | None = None
+    flip: bool = False
+
+    @property
+    def high_padding(self) -> tuple[int, ...]:
+        return self.padding if self.padding_hi is None else self.padding_hi
+
+    @property
+    def input_dilations(self) -> tuple[int, ...]:
+        return self.input_dilation or (1,) * self.ndim
 
 
 def check_params(
@@ -91,8 +115,28 @@ def check_params(
     output_padding: IntOrSeq = 0,
     groups: int = 1,
     transposed: bool,
+    padding_hi: IntOrSeq | None = None,
+    input_dilation: IntOrSeq | None = None,
+    flip: bool = False,
 ) -> ConvParams:
-    """Normalize and check the scalar parameters (everything that does not depend on shapes)."""
+    """Normalize and check the scalar parameters (everything that does not depend on shapes).
+    ``padding_hi``, ``input_dilation`` and ``flip`` are the general forward convolution's
+    (:data:`GENERAL_OPS`); a transposed op takes none of them."""
+    general = padding_hi is not None or input_dilation is not None or flip is not False
+    if general and transposed:
+        raise ValueError(
+            f"{op}: padding_hi, input_dilation and flip apply to forward convolution only"
+        )
+    if not isinstance(flip, (bool, np.bool_)):
+        raise ValueError(f"{op}: flip must be a bool, got {flip!r}")
+    pad_hi = None if padding_hi is None else as_tuple(op, "padding_hi", padding_hi, ndim)
+    in_dil = (
+        None if input_dilation is None else as_tuple(op, "input_dilation", input_dilation, ndim)
+    )
+    if pad_hi is not None:
+        _at_least(op, "padding_hi", pad_hi, 0)
+    if in_dil is not None:
+        _at_least(op, "input_dilation", in_dil, 1)
     st = as_tuple(op, "stride", stride, ndim)
     pad = as_tuple(op, "padding", padding, ndim)
     dil = as_tuple(op, "dilation", dilation, ndim)
@@ -115,7 +159,7 @@ def check_params(
             raise ValueError(
                 f"{op}: {where} must be smaller than max(stride, dilation) = {max(s, d)}, got {o}"
             )
-    return ConvParams(op, ndim, st, pad, dil, opad, groups, transposed)
+    return ConvParams(op, ndim, st, pad, dil, opad, groups, transposed, pad_hi, in_dil, bool(flip))
 
 
 def check_shapes(
@@ -161,7 +205,16 @@ def check_shapes(
             spatial, kernel, p.stride, p.padding, p.dilation, p.output_padding, op=op
         )
     else:
-        out = conv_output_shape(spatial, kernel, p.stride, p.padding, p.dilation, op=op)
+        out = general_output_shape(
+            spatial,
+            kernel,
+            p.stride,
+            p.padding,
+            p.high_padding,
+            p.dilation,
+            p.input_dilations,
+            op=op,
+        )
     return (n, *out, c_out)
 
 
@@ -189,6 +242,28 @@ def conv_output_shape(
         (s_in + 2 * p - d * (k - 1) - 1) // s + 1 if s_in + 2 * p - d * (k - 1) - 1 >= 0 else 0
         for s_in, k, s, p, d in zip(spatial, kernel, stride, padding, dilation)
     ]
+    return _check_out(op, out)
+
+
+def general_output_shape(
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding_lo: Sequence[int],
+    padding_hi: Sequence[int],
+    dilation: Sequence[int],
+    input_dilation: Sequence[int],
+    *,
+    op: str = "conv_general",
+) -> tuple[int, ...]:
+    """Spatial output size of the general forward convolution: the input dilated to
+    ``(S-1)i + 1``, padded by ``lo`` and ``hi``, then ``floor((that - d(K-1) - 1) / s) + 1``."""
+    out = []
+    for s_in, k, s, lo, hi, d, i in zip(
+        spatial, kernel, stride, padding_lo, padding_hi, dilation, input_dilation
+    ):
+        span = (s_in - 1) * i + 1 + lo + hi - d * (k - 1) - 1
+        out.append(span // s + 1 if span >= 0 else 0)
     return _check_out(op, out)
 
 

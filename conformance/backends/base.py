@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from conformance.case import Case
+from conformance.case import OPS, Case
 from conformance.inputs import Inputs
 
 
@@ -45,6 +45,12 @@ class Backend(ABC):
     #: The case directions ``run`` computes (:data:`conformance.case.DIRECTIONS`); the others
     #: are ``unsupported`` (:func:`unsupported`). Forward only unless a backend says more.
     directions: tuple[str, ...] = ("fwd",)
+    #: The ops ``run`` computes (:data:`conformance.case.ALL_OPS`); the others are ``unsupported``
+    #: with :attr:`ops_note` as the reason. The six conv and conv_transpose ops unless a backend
+    #: says more (the general convolutions ``conv_general*`` are MLX's ``conv_general``).
+    ops: tuple[str, ...] = tuple(OPS)
+    #: Why the other ops are not run (e.g. the library has no general convolution).
+    ops_note: str = "it computes the six conv and conv_transpose ops only"
     #: The input layouts ``run`` hands to the library as views
     #: (:data:`conformance.layouts.LAYOUTS`); the others are ``unsupported``, with
     #: :attr:`layout_note` as the reason. Contiguous only unless a backend says more.
@@ -84,9 +90,11 @@ class Backend(ABC):
 
 
 def unsupported(backend: Backend, case: Case) -> str | None:
-    """Why ``backend`` does not run ``case``: a direction it does not compute, an input layout
-    it does not take, or a documented limitation (:meth:`Backend.unsupported_reason`); None when
-    it runs it."""
+    """Why ``backend`` does not run ``case``: an op or a direction it does not compute, an input
+    layout it does not take, or a documented limitation (:meth:`Backend.unsupported_reason`);
+    None when it runs it."""
+    if case.op not in backend.ops:
+        return f"{backend.name} has no {case.op}: {backend.ops_note}"
     if case.direction not in backend.directions:
         return f"{backend.name} computes {', '.join(backend.directions)} only, not {case.direction}"
     if case.layout not in backend.layouts:

@@ -13,6 +13,10 @@ The ops a JAX user calls:
   (``lhs_dilation``), with the kernel flipped and padding
   ``(d*(k-1) - p, d*(k-1) - p + output_padding)``: what ``conv_transpose`` lowers to.
 
+* ``conv_general*d`` (MLX's general convolution): ``conv_general_dilated`` with the low/high
+  padding pairs and ``lhs_dilation`` (input dilation); JAX has no flip parameter, so a flipped
+  case's kernel is reversed with ``jnp.flip`` first, as a JAX user writes it.
+
 Layout translation is the ``dimension_numbers`` argument alone, no copy: input and output
 ``NWC``/``NHWC``/``NDHWC`` (ours), forward weight ``O..I`` (ours). For ``conv_transpose`` with
 ``transpose_kernel=True`` the kernel is read as the forward conv's, whose output channels are our
@@ -42,7 +46,7 @@ import os
 import numpy as np
 
 from conformance.backends.base import Availability, Backend, LayoutError, gradients_for
-from conformance.case import DIRECTIONS, Case
+from conformance.case import ALL_OPS, DIRECTIONS, Case
 from conformance.inputs import Inputs
 
 #: Spatial axis letters of JAX's dimension-number strings, per number of spatial dims.
@@ -96,7 +100,20 @@ def dilated_input_padding(case: Case) -> list[tuple[int, int]]:
 def forward(jax, case: Case, x, w, bias, *, precision):
     """``case``'s op on JAX arrays in MLX layout, bias added after the op; returns a JAX array."""
     lax = jax.lax
-    if not case.transposed:
+    if case.general:
+        spatial_axes = tuple(range(1, 1 + case.ndim))
+        y = lax.conv_general_dilated(
+            x,
+            jax.numpy.flip(w, axis=spatial_axes) if case.flip else w,
+            window_strides=case.stride,
+            padding=list(zip(case.padding, case.padding_hi)),
+            lhs_dilation=case.input_dilation,
+            rhs_dilation=case.dilation,
+            dimension_numbers=dimension_numbers(case),
+            feature_group_count=case.groups,
+            precision=precision,
+        )
+    elif not case.transposed:
         y = lax.conv_general_dilated(
             x,
             w,
@@ -139,6 +156,7 @@ def forward(jax, case: Case, x, w, bias, *, precision):
 
 class JaxBackend(Backend):
     layout_note = "JAX arrays have no strides: a view reaches XLA as a contiguous array"
+
     def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -146,6 +164,7 @@ class JaxBackend(Backend):
         self.allow_tf32 = allow_tf32 and device == "cuda"
         self.name = f"jax-{device}"
         self.directions = DIRECTIONS
+        self.ops = tuple(ALL_OPS)
         # XLA aborts the process compiling some transposed convs no rule narrows down to a region
         # yet (cases/known_failures/jax-cpu.toml): pytest runs it in a worker process.
         self.crash_prone = True

@@ -10,6 +10,9 @@ Input layouts (:mod:`conformance.layouts`): the input reaches the op as a stride
 swapped) or an expanded one (``mx.broadcast_to`` of one sample); MLX's conv ops need a batch
 axis, so ``unbatched`` is unsupported.
 
+The general convolutions (``conv_general1d/2d/3d`` cases) run ``mx.conv_general`` with the
+case's low and high padding pair, kernel and input dilation, groups and flip (forward only).
+
 MLX's CUDA backend caches one cuDNN plan per conv shape and raises once the cache is full, so
 ``MLX_CUDA_CONV_CACHE_SIZE`` is raised (unless already set) before MLX is imported.
 """
@@ -21,7 +24,7 @@ import os
 import numpy as np
 
 from conformance.backends.base import Availability, Backend, gradients_for
-from conformance.case import DIRECTIONS, Case
+from conformance.case import ALL_OPS, DIRECTIONS, Case
 from conformance.inputs import Inputs
 from conformance.layouts import Views, laid_out
 
@@ -49,6 +52,7 @@ class MLXBackend(Backend):
         self.name = f"mlx-{device}"
         self.description = f"mlx.core conv ops on the {device.upper()} stream"
         self.directions = DIRECTIONS
+        self.ops = tuple(ALL_OPS)
         self.layouts = ("contiguous", "strided", "permuted", "expanded")
         self.layout_note = "MLX conv ops need a batch axis"
 
@@ -111,6 +115,19 @@ def mlx_dtype(mx, dtype: str):
 def forward(mx, case: Case, x, w, bias, *, stream=None):
     """``case``'s op on MLX arrays (MLX layout), bias added after the op as ``mlx.nn`` does;
     returns the lazy result. ``stream``: None for MLX's default device."""
+    if case.general:
+        y = mx.conv_general(
+            x,
+            w,
+            stride=list(case.stride),
+            padding=(list(case.padding), list(case.padding_hi)),
+            kernel_dilation=list(case.dilation),
+            input_dilation=list(case.input_dilation),
+            groups=case.groups,
+            flip=case.flip,
+            stream=stream,
+        )
+        return y if bias is None else mx.add(y, bias, stream=stream)
     kw = case.params()
     if case.ndim == 1:  # mlx's 1-D ops take ints, not 1-tuples
         kw = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kw.items()}

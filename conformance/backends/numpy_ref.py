@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from conformance.backends.base import Availability, Backend
-from conformance.case import DIRECTIONS, Case
+from conformance.case import ALL_OPS, DIRECTIONS, Case
 from conformance.directions import gradients
 from conformance.dtypes import round_to
 from conformance.inputs import Inputs, reference_output
@@ -23,6 +23,7 @@ class NumpyReference(Backend):
     description = "float64 NumPy reference, rounded to the case dtype"
     directions = DIRECTIONS
     layouts = LAYOUTS
+    ops = tuple(ALL_OPS)
 
     def probe(self) -> Availability:
         return Availability(True, "NumPy on the host CPU", {"numpy": np.__version__})

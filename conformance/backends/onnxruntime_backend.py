@@ -134,7 +134,9 @@ def build_model(case: Case, w: np.ndarray, bias: np.ndarray | None):
 
 
 class OnnxRuntimeBackend(Backend):
+    ops_note = "ONNX Conv has no input dilation or kernel flip"
     layout_note = "ONNX Runtime copies its inputs into contiguous tensors of its own"
+
     def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
         if device not in PROVIDERS:
             raise ValueError(f"device must be one of {', '.join(PROVIDERS)}, got {device!r}")
