@@ -1,9 +1,13 @@
 """Backend registry: every adapter the harness knows, in report order.
 
-Built in: ``numpy-ref``; upstream MLX (``mlx-cpu``, ``mlx-gpu``); PyTorch (``torch-cpu``,
-``torch-cpu-cl``, ``torch-cuda``, ``torch-cuda-cl``, ``torch-mps``); JAX (``jax-cpu``,
-``jax-cuda``); ONNX Runtime (``onnxruntime-cpu``, ``onnxruntime-cuda``); and the kernels under
-development in ``kernels/`` (``kernels-host``, ``kernels-cuda``, ``kernels-metal``).
+Built in: ``numpy-ref``; upstream MLX (``mlx-cpu``, ``mlx-gpu``) and its ``mlx.nn`` modules
+(``mlx-cpu-nn``, ``mlx-gpu-nn``); PyTorch (``torch-cpu``, ``torch-cpu-cl``, ``torch-cuda``,
+``torch-cuda-cl``, ``torch-mps``) and its ``torch.nn`` modules (``torch-cpu-nn``,
+``torch-cuda-nn``, ``torch-mps-nn``); JAX (``jax-cpu``, ``jax-cuda``); ONNX Runtime
+(``onnxruntime-cpu``, ``onnxruntime-cuda``); and the kernels under development in ``kernels/``
+(``kernels-host``, ``kernels-cuda``, ``kernels-metal``).
+
+Each ``-nn`` backend follows its functional counterpart(s) in the list.
 
 Extra backends (a kernel under development, a planted-bug adapter in the harness's own tests) are
 loaded from ``module:attribute`` specs given with ``--plugin`` or in ``CONVCHECK_PLUGINS``
@@ -24,9 +28,11 @@ from collections.abc import Iterable
 from conformance.backends.base import Availability, Backend, LayoutError
 from conformance.backends.jax_backend import JaxBackend
 from conformance.backends.mlx_backend import MLXBackend
+from conformance.backends.mlx_nn_backend import MLXNNBackend
 from conformance.backends.numpy_ref import NumpyReference
 from conformance.backends.onnxruntime_backend import OnnxRuntimeBackend
 from conformance.backends.torch_backend import TorchBackend
+from conformance.backends.torch_nn_backend import TorchNNBackend
 
 __all__ = [
     "NAME_PATTERN",
@@ -46,12 +52,17 @@ def builtin_backends(*, allow_tf32: bool = False) -> list[Backend]:
     return [
         NumpyReference(),
         MLXBackend("cpu"),
+        MLXNNBackend("cpu"),
         MLXBackend("gpu"),
+        MLXNNBackend("gpu"),
         TorchBackend("cpu"),
         TorchBackend("cpu", memory_format="channels_last"),
+        TorchNNBackend("cpu"),
         TorchBackend("cuda", allow_tf32=allow_tf32),
         TorchBackend("cuda", memory_format="channels_last", allow_tf32=allow_tf32),
+        TorchNNBackend("cuda", allow_tf32=allow_tf32),
         TorchBackend("mps"),
+        TorchNNBackend("mps"),
         JaxBackend("cpu"),
         JaxBackend("cuda", allow_tf32=allow_tf32),
         OnnxRuntimeBackend("cpu"),

@@ -32,6 +32,8 @@ On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is bui
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from conformance.backends.base import (
@@ -62,6 +64,11 @@ def with_memory_format(t, memory_format: str):
 
 
 class TorchBackend(Backend):
+    ops_note = (
+        "PyTorch has no general convolution (separate low and high padding, input dilation, "
+        "kernel flip)"
+    )
+
     def __init__(
         self, device: str, *, memory_format: str = "contiguous", allow_tf32: bool = False
     ) -> None:
@@ -113,13 +120,23 @@ class TorchBackend(Backend):
             dtype
         ]
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+    def _apply_tf32(self) -> None:
+        """On CUDA, allow TF32 in convolutions and matmuls only if the backend says so."""
         import torch
-        import torch.nn.functional as F
 
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
             torch.backends.cudnn.allow_tf32 = self.allow_tf32
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The case through :meth:`_callable`: forward under ``no_grad``; backward as
+        ``torch.autograd.grad`` with respect to the input and every parameter at once, as a
+        training step computes them (one ``convolution_backward`` with every output asked for:
+        its code paths differ from those of one gradient alone), in the case dtype; results back
+        in MLX layout."""
+        import torch
+
+        self._apply_tf32()
         dt = self._torch_dtype(case.dtype)
 
         def to_torch(a: np.ndarray):
@@ -130,34 +147,36 @@ class TorchBackend(Backend):
         x = laid_out(case.layout, channels_first(inputs.x), views)
         w = to_torch(channels_first_weight(case, inputs.w))
         b = None if inputs.bias is None else to_torch(inputs.bias)
-        fn = getattr(F, case.op)
-        if case.direction != "fwd":
-            dy = channels_first(inputs.dy)
-            dy = to_torch(dy[0] if case.layout == "unbatched" else dy)
-            return self._backward(case, fn, x, w, b, dy)
-        with torch.no_grad():
-            y = fn(x, w, b, **case.params())
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        return channels_last(batched(case.layout, to_host(y)))
-
-    def _backward(self, case: Case, fn, x, w, b, dy) -> np.ndarray | tuple[np.ndarray, ...]:
-        """``torch.autograd.grad`` of the op with respect to the input, weight and bias at once,
-        as a training step computes them (one ``convolution_backward`` with every output asked
-        for: its code paths differ from those of one gradient alone), in the case dtype; the
-        direction's gradients back in MLX layout."""
-        import torch
-
-        wrt = [x, w] + ([b] if b is not None else [])
+        call, params = self._callable(case, w, b, dt)
+        if case.direction == "fwd":
+            with torch.no_grad():
+                y = call(x)
+            self._sync()
+            return channels_last(batched(case.layout, to_host(y)))
+        dy = channels_first(inputs.dy)
+        dy = to_torch(dy[0] if case.layout == "unbatched" else dy)
+        wrt = [x, *params]
         for t in wrt:
             t.requires_grad_(True)
-        y = fn(x, w, b, **case.params())
-        grads = torch.autograd.grad(y, wrt, grad_outputs=dy)
-        if self.device == "cuda":
-            torch.cuda.synchronize()
+        grads = torch.autograd.grad(call(x), wrt, grad_outputs=dy)
+        self._sync()
         host = [to_host(g) for g in grads]
         grad_input = channels_last(batched(case.layout, host[0]))
         return gradients_for(case, [grad_input, mlx_weight(case, host[1]), *host[2:]])
+
+    def _callable(self, case: Case, w, b, dt) -> tuple[Callable, list]:
+        """What the case calls on the input, and the parameters its gradients are taken for:
+        here ``torch.nn.functional``'s op with the weight and bias tensors."""
+        import torch.nn.functional as F
+
+        fn = getattr(F, case.op)
+        return (lambda x: fn(x, w, b, **case.params())), [w] + ([b] if b is not None else [])
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
 
 
 def to_host(t) -> np.ndarray:
