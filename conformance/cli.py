@@ -25,7 +25,9 @@ from conformance import case_budget, coverage
 from conformance import diff as D
 from conformance import report_model as M
 from conformance.backends import Backend, resolve
-from conformance.case import DIRECTIONS, OPS, Case, parse_id
+from conformance.case import ALL_OPS as OPS
+from conformance.case import DIRECTIONS, Case, parse_id
+from conformance.case import OPS as SIX_OPS
 from conformance.corpus import load_corpus, parse_corpus
 from conformance.dtypes import DTYPES
 from conformance.filelock import RunLock
@@ -1012,7 +1014,20 @@ def cmd_backends(args: argparse.Namespace) -> int:
         state = "available" if a.available else "not available"
         line = f"{b.name:<{width}}  {state:<14} {a.detail}"
         print(line + (f"  [{versions}]" if versions else ""))
+        print(f"{'':<{width}}  {b.description}")
+        print(f"{'':<{width}}  runs: {_runs(b)}")
     return 0
+
+
+def _runs(backend: Backend) -> str:
+    """What a backend computes, in one line: its ops, directions and input layouts."""
+    general = [op for op in backend.ops if op not in SIX_OPS]
+    ops = "the six conv ops" + (f" and {', '.join(general)}" if general else "")
+    if not set(SIX_OPS) <= set(backend.ops):
+        ops = ", ".join(backend.ops)
+    return (
+        f"{ops}; directions {', '.join(backend.directions)}; layouts {', '.join(backend.layouts)}"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

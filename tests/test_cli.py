@@ -122,3 +122,16 @@ def test_the_conformance_session_does_not_turn_failures_into_success():
     # nox's success_codes=[0, 1] made `nox -s conformance` succeed over failures.
     noxfile = (ROOT / "noxfile.py").read_text()
     assert "success_codes" not in noxfile
+
+
+def test_backends_lists_every_adapter_with_what_it_runs():
+    res = cli("backends")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    names = [ln.split()[0] for ln in lines if ln and not ln.startswith(" ")]
+    for name in ("mlx-cpu-nn", "mlx-gpu-nn", "torch-cpu-nn", "torch-cuda-nn", "torch-mps-nn"):
+        assert name in names
+    runs = {names[i // 3]: lines[i + 2].split("runs: ")[1] for i in range(0, 3 * len(names), 3)}
+    assert runs["numpy-ref"].startswith("the six conv ops and conv_general1d")
+    assert "layouts contiguous, strided, permuted, expanded, unbatched" in runs["torch-cpu-nn"]
+    assert runs["onnxruntime-cpu"] == "the six conv ops; directions fwd; layouts contiguous"
