@@ -56,19 +56,6 @@ def module_name(op: str) -> str:
     return "ConvTranspose" + op[-2:] if op.startswith("conv_transpose") else "Conv" + op[-2:]
 
 
-def case_parameters(case: Case) -> dict[str, object]:
-    """The case's constructor parameters beyond channels and kernel size, by name."""
-    kw: dict[str, object] = {
-        "stride": case.stride,
-        "padding": case.padding,
-        "dilation": case.dilation,
-        "groups": case.groups,
-    }
-    if case.transposed:
-        kw["output_padding"] = case.output_padding
-    return kw
-
-
 def _is_default(name: str, value: object) -> bool:
     values = value if isinstance(value, tuple) else (value,)
     return all(v == _DEFAULTS[name] for v in values)
@@ -79,7 +66,7 @@ def missing_parameter(cls: type, case: Case) -> str | None:
     (a value other than its default) that the constructor does not take; None when it takes
     them all."""
     taken = inspect.signature(cls).parameters
-    for name, value in case_parameters(case).items():
+    for name, value in case.params().items():
         if name not in taken and not _is_default(name, value):
             shown = value if not isinstance(value, tuple) else "x".join(map(str, value))
             return f"mlx.nn.{cls.__name__} takes no {name} parameter (the case has {name} {shown})"
@@ -112,7 +99,7 @@ class MLXNNBackend(MLXBackend):
 
         cls = getattr(nn, module_name(case.op))
         taken = inspect.signature(cls).parameters
-        kw = {k: v for k, v in case_parameters(case).items() if k in taken}
+        kw = {k: v for k, v in case.params().items() if k in taken}
         kernel: object = case.kernel
         if case.ndim == 1:  # mlx's 1-D layers take ints, not 1-tuples
             kw = {k: (v[0] if isinstance(v, tuple) else v) for k, v in kw.items()}

@@ -69,12 +69,7 @@ class TorchNNBackend(TorchBackend):
         import torch
 
         cls = getattr(torch.nn, module_name(case.op))
-        kw: dict[str, object] = {
-            "stride": case.stride,
-            "padding": case.padding,
-            "dilation": case.dilation,
-            "groups": case.groups,
-        }
+        kw = case.params()  # the six ops' parameters (a module computes no general op)
         if case.transposed:
             no_size = case.output_spatial() is None
             kw["output_padding"] = case.output_padding if no_size else (0,) * case.ndim
