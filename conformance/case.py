@@ -2,7 +2,7 @@
 
 Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 
-    OP-nN-cCINxCOUT-sS-kK[-stS][-pP][-phP][-dD][-idI][-opP][-gG][-flip][-bias]-DTYPE[-fFILL]
+    OP-nN-cCINxCOUT-sS-kK[-stS][-pP|-psame|-pvalid][-phP][-dD][-idI][-opP][-gG][-flip][-bias]-DTYPE[-fFILL]
       [-DIR][-LAYOUT][-seedR]
 
 * ``OP`` is one of :data:`ALL_OPS` (the six ops of :data:`OPS` and the general convolutions
@@ -13,6 +13,9 @@ Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
 * The general convolution's own (``conv_general*`` only, MLX's ``conv_general``): ``p`` is then
   the low padding and ``ph`` the high one (written only where it differs from ``p``), ``id``
   the input dilation, ``flip`` a flipped kernel (convolution, not cross-correlation).
+* ``psame`` / ``pvalid`` in the place of ``p`` (``conv1d/2d/3d`` only): the padding is given to
+  the API as the string ``'same'`` / ``'valid'``; its numbers follow from the sizes
+  (:func:`reference.params.mode_padding`).
 * Defaults (``st1 p0 d1 id1 op0 g1``, ``ph`` equal to ``p``, no flip, no bias, seed 0, the
   uniform fill, direction ``fwd``, the contiguous layout) are
   never written, so every case has exactly one printed spelling and ``format_id(parse_id(s)) ==
@@ -49,8 +52,10 @@ from conformance.layouts import LAYOUTS, check_layout
 from reference.params import (  # OPS: op name -> (spatial dims, transposed)
     GENERAL_OPS,
     OPS,
+    PADDING_MODES,
     conv_transpose_output_shape,
     general_output_shape,
+    mode_padding,
 )
 
 #: Every op a case can name: the six ops of the public APIs (:data:`OPS`) and the general forward
@@ -112,6 +117,12 @@ class Case:
     padding_hi: tuple[int, ...] = field(default=())
     input_dilation: tuple[int, ...] = field(default=())
     flip: bool = False
+    #: How the user's API is given the padding (:data:`PADDING_MODES`, forward ``conv1d/2d/3d``
+    #: only): ``explicit`` numbers, or the string ``same`` / ``valid``, whose numbers
+    #: (:func:`reference.params.mode_padding`) the case derives into ``padding`` (the low side)
+    #: and ``padding_hi`` (the high side) from its sizes: values given for those two are
+    #: replaced, so ``replace(case, spatial=...)`` keeps the mode's meaning.
+    padding_mode: str = "explicit"
 
     def __post_init__(self) -> None:
         if self.op not in ALL_OPS:
@@ -125,8 +136,26 @@ class Case:
             object.__setattr__(self, name, _tuple(name, value, nd))
         if not isinstance(self.flip, bool):
             raise ValueError(f"Case.flip must be a bool, got {self.flip!r}")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(
+                f"Case.padding_mode must be one of {', '.join(PADDING_MODES)}, "
+                f"got {self.padding_mode!r}"
+            )
+        if self.moded:
+            if self.op not in OPS or self.transposed:
+                raise ValueError(
+                    f"Case.padding_mode {self.padding_mode!r} applies to conv1d/2d/3d only, not "
+                    f"{self.op}"
+                )
+            lo, hi = mode_padding(
+                self.padding_mode, self.spatial, self.kernel, self.stride, self.dilation
+            )
+            object.__setattr__(self, "padding", lo)
+            object.__setattr__(self, "padding_hi", hi)
         general = {"padding_hi": self.padding, "input_dilation": (1,) * nd}
         for name, default in general.items():
+            if self.moded and name == "padding_hi":
+                continue  # derived above
             value = getattr(self, name)
             value = default if value == () else _tuple(name, value, nd)
             if not self.general and value != default:
@@ -174,6 +203,11 @@ class Case:
         return ALL_OPS[self.op][1]
 
     @property
+    def moded(self) -> bool:
+        """Whether the padding is given as a string mode (``same`` / ``valid``)."""
+        return self.padding_mode != PADDING_MODES[0]
+
+    @property
     def general(self) -> bool:
         """Whether the op is a general convolution (``conv_general*``)."""
         return self.op in GENERAL_OPS
@@ -202,7 +236,7 @@ class Case:
                 self.kernel,
                 self.stride,
                 self.padding,
-                self.padding_hi or self.padding,
+                self.padding_hi or self.padding,  # a moded case's derived high side too
                 self.dilation,
                 self.input_dilation or (1,) * self.ndim,
             )
@@ -229,7 +263,9 @@ class Case:
         return (self.out_channels,) if self.bias else None
 
     def params(self) -> dict[str, object]:
-        """Keyword arguments of the reference op (and of MLX/PyTorch, modulo layout)."""
+        """Keyword arguments of the reference op (and of MLX/PyTorch, modulo layout): numbers
+        only, a moded case's padding as its derived low ``padding`` and, where it differs, its
+        high ``padding_hi`` (see :meth:`api_params` for what the user's API is given)."""
         kw: dict[str, object] = {
             "stride": self.stride,
             "padding": self.padding,
@@ -244,6 +280,17 @@ class Case:
                 "input_dilation": self.input_dilation,
                 "flip": self.flip,
             }
+        if self.moded and self.padding_hi != self.padding:
+            kw["padding_hi"] = self.padding_hi
+        return kw
+
+    def api_params(self) -> dict[str, object]:
+        """:meth:`params` as PyTorch's functional ops and modules take them: a moded case's
+        padding as its string, ``'same'`` or ``'valid'``."""
+        kw = self.params()
+        if self.moded:
+            kw.pop("padding_hi", None)
+            kw["padding"] = self.padding_mode
         return kw
 
     def to_dict(self) -> dict[str, object]:
@@ -260,6 +307,8 @@ class Case:
             del d["direction"]
         if d["layout"] == LAYOUTS[0]:
             del d["layout"]
+        if not self.moded:
+            del d["padding_mode"]
         if not self.general:
             for name in ("padding_hi", "input_dilation", "flip"):
                 del d[name]
@@ -284,6 +333,8 @@ _TOKEN_ORDER = ("n", "c", "s", "k", "st", "p", "ph", "d", "id", "op", "g")
 _DEFAULTS = {"st": 1, "p": 0, "d": 1, "id": 1, "op": 0, "g": 1}
 _NUM = r"m?\d+"
 _TOKEN_RE = re.compile(rf"^(st|op|ph|id|seed|n|c|s|k|p|d|g)({_NUM}(?:x{_NUM})*)$")
+#: A padding given as a string mode, in the place of the ``p`` token.
+_MODE_TOKENS = tuple("p" + mode for mode in PADDING_MODES[1:])
 #: ``f`` and letters: a fill (a dtype token is ``f`` or ``bf`` and digits).
 _FILL_RE = re.compile(r"^f([a-z_]+)$")
 
@@ -315,6 +366,9 @@ def format_id(case: Case) -> str:
     parts = [case.op]
     for name in _TOKEN_ORDER:
         values = fields[name]
+        if name == "p" and case.moded:
+            parts.append("p" + case.padding_mode)  # its numbers are derived
+            continue
         if name in _DEFAULTS and all(v == _DEFAULTS[name] for v in values):
             continue
         if name in ("ph", "id") and (not case.general or name == "ph" and values == case.padding):
@@ -355,6 +409,7 @@ def parse_id(text: str) -> Case:
     fill = FILLS[0]
     direction = DIRECTIONS[0]
     layout = LAYOUTS[0]
+    padding_mode = PADDING_MODES[0]
     seed = 0
     # Every token has a rank; ranks must strictly increase (fixed order, nothing twice).
     rank = {
@@ -368,6 +423,8 @@ def parse_id(text: str) -> Case:
         m = _TOKEN_RE.match(tok)
         if tok in FROM_SHORT:
             kind = "dtype"
+        elif tok in _MODE_TOKENS:
+            kind = "p"
         elif tok in ("bias", "flip"):
             kind = tok
         elif tok in DIRECTIONS:  # before fills: "fwd" is no fill "wd"
@@ -405,6 +462,8 @@ def parse_id(text: str) -> Case:
             direction = tok
         elif kind == "layout":
             layout = tok
+        elif tok in _MODE_TOKENS:
+            padding_mode = tok[1:]
         elif kind == "seed":
             nums = _parse_ints(m.group(2))
             if len(nums) != 1:
@@ -454,5 +513,6 @@ def parse_id(text: str) -> Case:
         direction=direction,
         layout=layout,
         flip=flip,
+        padding_mode=padding_mode,
     )
     return case

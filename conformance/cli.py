@@ -1020,13 +1020,15 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def _runs(backend: Backend) -> str:
-    """What a backend computes, in one line: its ops, directions and input layouts."""
+    """What a backend computes, in one line: its ops, directions, input layouts and padding
+    modes."""
     general = [op for op in backend.ops if op not in SIX_OPS]
     ops = "the six conv ops" + (f" and {', '.join(general)}" if general else "")
     if not set(SIX_OPS) <= set(backend.ops):
         ops = ", ".join(backend.ops)
     return (
         f"{ops}; directions {', '.join(backend.directions)}; layouts {', '.join(backend.layouts)}"
+        f"; padding {', '.join(backend.padding_modes)}"
     )
 
 

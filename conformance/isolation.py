@@ -490,6 +490,14 @@ class IsolatedBackend(Backend):
     def layout_note(self) -> str:  # type: ignore[override]
         return self.inner.layout_note
 
+    @property
+    def padding_modes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.padding_modes
+
+    @property
+    def padding_mode_note(self) -> str:  # type: ignore[override]
+        return self.inner.padding_mode_note
+
     def _spawn(self, stderr: Path) -> tuple[mp.process.BaseProcess, Connection]:
         """A new worker process writing its output to ``stderr`` (emptied first)."""
         ctx = worker_context()

@@ -143,6 +143,8 @@ def shrink(case: Case, still_fails: Callable[[Case], bool], *, max_steps: int = 
     while improved and steps < max_steps:
         improved = False
         for candidate in candidates(case):
+            if candidate == case:  # a moded case's padding is derived: no change at all
+                continue
             steps += 1
             if _valid(candidate) == was_valid and still_fails(candidate):
                 case, improved = candidate, True

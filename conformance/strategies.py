@@ -23,8 +23,10 @@ low end equally likely), so most cases are small while some fill the budget. Dra
 neither on the budget nor on the kind of case, and the low end of every range is the simple
 value: Hypothesis shrinks a case to batch 1, one channel, kernel 1, the smallest input, groups
 1, float32, the uniform fill, and a value that must pass a threshold (64 channels, batch 3) to
-the threshold. The input fill (:data:`FILL_CHOICES`) is the last choice: uniform in 5 of 9
-cases, small integers, sparse, wide and special values in 1 of 9 each.
+the threshold. The input fill (:data:`FILL_CHOICES`) comes after the sizes: uniform in 5 of 9
+cases, small integers, sparse, wide and special values in 1 of 9 each; then the direction and the
+layout where the caller allows more than one, and last a forward op's padding mode
+(:data:`PADDING_MODE_CHOICES`: ``same`` / ``valid`` in a quarter of the cases each).
 
 The kind of a case (:data:`KINDS`): dense (groups 1; half the cases), grouped (2-8 groups),
 depthwise, and long: groups 1 and at least :data:`LONG_REDUCTION` products per output element
@@ -56,7 +58,7 @@ from conformance.case import ALL_OPS, DIRECTIONS, FILLS, GENERAL_OPS, Case
 from conformance.draw import Draw, HypothesisDraw
 from conformance.dtypes import DTYPES
 from conformance.layouts import LAYOUTS
-from reference.params import general_output_shape
+from reference.params import general_output_shape, mode_padding
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,11 @@ DIRECTION_CHOICES: tuple[str, ...] = ("fwd", "fwd", "bwd_d", "bwd_w")
 #: allows and the case's batch admits (``unbatched`` needs batch 1, ``expanded`` a batch to
 #: expand, more than 1).
 LAYOUT_CHOICES: tuple[str, ...] = tuple(LAYOUTS)
+
+#: Padding modes drawn for a forward ``conv1d/2d/3d`` case, last: the explicit numbers (the
+#: first: Hypothesis shrinks to it) in half the cases, ``same`` and ``valid`` (given to the API
+#: as strings, :data:`reference.params.PADDING_MODES`) in a quarter each.
+PADDING_MODE_CHOICES: tuple[str, ...] = ("explicit", "explicit", "same", "valid")
 
 #: The general convolutions' input dilations per axis, by spatial dims (1 first: Hypothesis
 #: shrinks to it).
@@ -170,9 +177,24 @@ def _work(
     dilation: tuple[int, ...] | list[int],
     output_padding: tuple[int, ...] | list[int],
 ) -> tuple[int, int]:
-    out = batch * c_out
-    for axis in zip(spatial, kernel, stride, padding, dilation, output_padding):
-        out *= max(0, _out_size(transposed, *axis))
+    out = [
+        max(0, _out_size(transposed, *axis))
+        for axis in zip(spatial, kernel, stride, padding, dilation, output_padding)
+    ]
+    return _totals(batch, c_in, c_out, groups, spatial, kernel, out)
+
+
+def _totals(
+    batch: int,
+    c_in: int,
+    c_out: int,
+    groups: int,
+    spatial: tuple[int, ...] | list[int],
+    kernel: tuple[int, ...] | list[int],
+    out_spatial: tuple[int, ...] | list[int],
+) -> tuple[int, int]:
+    """(products, bytes) of a case with these sizes and this output size."""
+    out = batch * c_out * math.prod(out_spatial)
     taps = math.prod(kernel)
     c_in_g = c_in // groups
     products = out * c_in_g * taps
@@ -184,19 +206,18 @@ def work(case: Case) -> tuple[int, int]:
     """(products, bytes) of a valid case: output elements x (in_channels / groups) x kernel
     taps (every product of the dense formulation; for a transposed op, of its forward form, as
     :func:`conformance.inputs.reduction_terms` counts them), and the float32 bytes of input,
-    weight, bias (counted whether or not the case has one) and output."""
-    return _work(
-        case.transposed,
+    weight, bias (counted whether or not the case has one) and output. The output size is the
+    case's own (:meth:`~conformance.case.Case.output_spatial`: high padding, input dilation and
+    padding modes included)."""
+    out = case.output_spatial() or (0,)
+    return _totals(
         case.batch,
         case.in_channels,
         case.out_channels,
         case.groups,
         case.spatial,
         case.kernel,
-        case.stride,
-        case.padding,
-        case.dilation,
-        case.output_padding,
+        out,
     )
 
 
@@ -380,10 +401,12 @@ def draw_valid_case(
     budget: Budget = BUDGET,
     directions: tuple[str, ...] = ("fwd",),
     layouts: tuple[str, ...] = ("contiguous",),
+    padding_modes: bool = True,
 ) -> Case:
     """A valid case for ``op`` within ``budget``; ``bias`` None means drawn; the direction is
     drawn from :data:`DIRECTION_CHOICES` among ``directions`` (forward only by default), then
-    the input layout among ``layouts`` (:func:`_layout`; contiguous only by default)."""
+    the input layout among ``layouts`` (:func:`_layout`; contiguous only by default), then
+    with ``padding_modes`` a forward op's padding mode (:func:`_padding_mode`)."""
     nd, transposed = ALL_OPS[op]
     general = op in GENERAL_OPS
     kind = pick.choice(KINDS)
@@ -449,7 +472,7 @@ def draw_valid_case(
         fill = "uniform"  # special values are defined for the forward output only
     # The general convolutions are checked forward only (see Case).
     direction = _direction(pick, ("fwd",) if general else directions, fill)
-    return Case(
+    case = Case(
         op=op,
         **fields,
         dtype=dtype,
@@ -459,6 +482,28 @@ def draw_valid_case(
         direction=direction,
         layout=_layout(pick, layouts, fields["batch"]),
     )
+    if op in GENERAL_OPS or transposed or not padding_modes:
+        return case
+    return replace(case, padding_mode=_padding_mode(pick, fields, budget))
+
+
+def _padding_mode(pick: Draw, fields: dict, budget: Budget) -> str:
+    """A forward op's padding mode (:data:`PADDING_MODE_CHOICES`), drawn after everything else
+    (its numbers replace the drawn padding): ``valid`` only where the unpadded input holds the
+    dilated kernel on every axis, ``same`` only where its padding keeps the case within
+    ``budget``; explicit where the drawn one is not admitted."""
+    mode = pick.choice(PADDING_MODE_CHOICES)
+    if mode == "explicit":
+        return mode
+    args = (fields["spatial"], fields["kernel"], fields["stride"], fields["dilation"])
+    lo, hi = mode_padding(mode, *args)
+    extents = [d * (k - 1) + 1 for k, d in zip(fields["kernel"], fields["dilation"])]
+    if mode == "valid" and any(n < e for n, e in zip(fields["spatial"], extents)):
+        return "explicit"
+    ones = [1] * len(lo)
+    if not _fits({**fields, "padding": lo}, ones, list(hi), budget):
+        return "explicit"
+    return mode
 
 
 def _direction(pick: Draw, directions: tuple[str, ...], fill: str) -> str:
@@ -545,7 +590,8 @@ def _set(values: tuple[int, ...], axis: int, value: int) -> tuple[int, ...]:
 def draw_invalid_case(pick: Draw, op: str, dtypes: tuple[str, ...] = DTYPES) -> Case:
     """A case for ``op`` that breaks exactly one rule of :data:`INVALID_RULES`, built from a valid
     case within :data:`INVALID_BUDGET`."""
-    case = draw_valid_case(pick, op, dtypes, budget=INVALID_BUDGET)
+    # Explicit padding: a mode's padding follows the sizes, so no rule below could break it.
+    case = draw_valid_case(pick, op, dtypes, budget=INVALID_BUDGET, padding_modes=False)
     transposed = ALL_OPS[op][1]
     rules = [
         r

@@ -38,6 +38,7 @@ from kernels import plan as planning
 class _KernelsBackend(Backend):
     ops_note = "the kernels' bodies take symmetric padding, no input dilation or kernel flip"
     layout_note = "the kernels read contiguous buffers (the launch copies a view into one)"
+    padding_mode_note = "the kernels take explicit symmetric padding numbers"
     dialect = ""
     directions = ("fwd", "bwd_d", "bwd_w")
 

@@ -15,6 +15,9 @@ position ``j`` (per axis), ``g`` the group of both ``co`` and ``ci``:
   convolution of ``dy`` with the regrouped weight ``w'[ci, k, co_local] = w[co, k, ci_local]``,
   padding ``p`` on both sides and output padding ``(S + 2p - d(K-1) - 1) mod s`` (the input
   positions that the last window's stride step skipped, which get no gradient beyond it).
+  With a separate high padding ``ph`` (``padding='same'`` with an even kernel extent), the
+  transposed convolution pads ``p`` low and ``ph`` high, and the skipped positions are
+  ``(S + p + ph - d(K-1) - 1) mod s``.
   ``grad_weight[co, k, ci_local] = sum_{n, j} x[n, j*s - p + k*d, ci] dy[n, j, co]``: per tap,
   one strided window of the padded input correlated with ``dy`` over batch and positions.
 * conv_transpose: ``y[n, i*s - p + k*d, co] += x[n, i, ci] w[co, k, ci_local]`` (scatter).
@@ -75,6 +78,7 @@ def _params(
     dilation: IntOrSeq,
     output_padding: IntOrSeq,
     groups: int,
+    padding_hi: IntOrSeq | None,
 ) -> ConvParams:
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; expected one of {', '.join(OPS)}")
@@ -88,6 +92,7 @@ def _params(
         output_padding=output_padding,
         groups=groups,
         transposed=transposed,
+        padding_hi=padding_hi,
     )
     out_shape = check_shapes(p, tuple(x_shape), tuple(w_shape))
     if tuple(dy_shape) != out_shape:
@@ -122,6 +127,7 @@ def grad_input(
     output_padding: IntOrSeq = 0,
     groups: int = 1,
     with_bound: bool = False,
+    padding_hi: IntOrSeq | None = None,
 ) -> np.ndarray | ConvResult:
     """``dL/dx`` of ``op`` for cotangent ``dy``; shape ``x_shape`` (MLX layout)."""
     wa, dya = _f64(op, "weight", w), _f64(op, "dy", dy)
@@ -135,6 +141,7 @@ def grad_input(
         dilation=dilation,
         output_padding=output_padding,
         groups=groups,
+        padding_hi=padding_hi,
     )
     wt = regroup_weight(wa, p.groups)
     if p.transposed:
@@ -153,15 +160,17 @@ def grad_input(
         spatial = tuple(x_shape[1:-1])
         # Input positions past the last window (skipped by the stride) get no gradient.
         rest = tuple(
-            (size + 2 * pad - d * (k - 1) - 1) % s
-            for size, pad, d, k, s in zip(spatial, p.padding, p.dilation, kernel, p.stride)
+            (size + lo + hi - d * (k - 1) - 1) % s
+            for size, lo, hi, d, k, s in zip(
+                spatial, p.padding, p.high_padding, p.dilation, kernel, p.stride
+            )
         )
         res = conv_transpose_general(
             dya,
             wt,
             stride=p.stride,
             padding_lo=p.padding,
-            padding_hi=p.padding,
+            padding_hi=p.high_padding,
             dilation=p.dilation,
             output_padding=rest,
             groups=p.groups,
@@ -190,7 +199,7 @@ def _weight_vjp(x: np.ndarray, dy: np.ndarray, kernel: Sequence[int], p: ConvPar
         hi = tuple(pad - o for pad, o in zip(p.padding, p.output_padding))
         windowed, whole = _pad_or_crop(dy, p.padding, hi), x
     else:
-        windowed, whole = _pad_or_crop(x, p.padding, p.padding), dy
+        windowed, whole = _pad_or_crop(x, p.padding, p.high_padding), dy
     steps = whole.shape[1:-1]  # positions the window takes, per axis
     m = n * int(np.prod(steps))
     whole2 = whole.reshape(m, whole.shape[-1])
@@ -222,6 +231,7 @@ def grad_weight(
     output_padding: IntOrSeq = 0,
     groups: int = 1,
     with_bound: bool = False,
+    padding_hi: IntOrSeq | None = None,
 ) -> np.ndarray | ConvResult:
     """``dL/dw`` of ``op`` for cotangent ``dy``; shape ``w_shape`` (MLX layout)."""
     xa, dya = _f64(op, "input", x), _f64(op, "dy", dy)
@@ -235,6 +245,7 @@ def grad_weight(
         dilation=dilation,
         output_padding=output_padding,
         groups=groups,
+        padding_hi=padding_hi,
     )
     kernel = tuple(w_shape[1:-1])
     out = _weight_vjp(xa, dya, kernel, p)
@@ -276,6 +287,7 @@ def vjp(
     output_padding: IntOrSeq = 0,
     groups: int = 1,
     with_bound: bool = False,
+    padding_hi: IntOrSeq | None = None,
 ) -> Gradients:
     """All VJPs of ``op(x, w) [+ b]`` at cotangent ``dy`` (``bias``: include ``grad_bias``)."""
     kw = {
@@ -285,6 +297,7 @@ def vjp(
         "output_padding": output_padding,
         "groups": groups,
         "with_bound": with_bound,
+        "padding_hi": padding_hi,
     }
     xa, wa = np.asarray(x), np.asarray(w)
     gi = grad_input(op, xa.shape, wa, dy, **kw)  # type: ignore[arg-type]

@@ -283,3 +283,36 @@ def conv_transpose_output_shape(
         for s_in, k, s, p, d, o in zip(spatial, kernel, stride, padding, dilation, output_padding)
     ]
     return _check_out(op, out)
+
+
+#: How a forward op's padding can be given: explicit numbers, or the string modes of PyTorch
+#: (``padding='same'/'valid'``), JAX (``'SAME'/'VALID'``) and ONNX (``auto_pad``).
+PADDING_MODES: tuple[str, ...] = ("explicit", "same", "valid")
+
+
+def mode_padding(
+    mode: str,
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (low, high) padding per axis that ``mode`` means for a forward convolution.
+
+    ``valid`` is no padding. ``same`` pads each axis so that the output has ``ceil(S / s)``
+    positions: ``total = max((ceil(S/s) - 1) s + d(K-1) + 1 - S, 0)``, ``total // 2`` low and the
+    rest high (the odd one at the end: PyTorch's split, JAX's ``'SAME'``, ONNX's ``SAME_UPPER``;
+    with stride 1 the total is ``d(K-1)``). Strides below 1 (an invalid case) get no padding: the
+    stride rule rejects the case, not this one."""
+    if mode not in PADDING_MODES or mode == "explicit":
+        raise ValueError(f"padding mode must be 'same' or 'valid', got {mode!r}")
+    nd = len(spatial)
+    if mode == "valid":
+        return (0,) * nd, (0,) * nd
+    lo, hi = [], []
+    for size, k, s, d in zip(spatial, kernel, stride, dilation):
+        total = max(-(-size // s) - 1, 0) * s + d * (k - 1) + 1 - size if s >= 1 else 0
+        total = max(total, 0)
+        lo.append(total // 2)
+        hi.append(total - total // 2)
+    return tuple(lo), tuple(hi)

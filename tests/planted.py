@@ -17,6 +17,7 @@ from conformance.dtypes import round_to
 from conformance.inputs import Inputs
 from reference.core import conv_general, conv_transpose_general
 from reference.ops import run_op
+from reference.params import PADDING_MODES
 
 
 class _Planted(Backend):
@@ -220,6 +221,8 @@ class _EveryOp(_Planted):
     """A planted bug in every op (the others do conv_transpose only), on top of the correct
     float64 result."""
 
+    padding_modes = PADDING_MODES  # the reference's own numbers for them
+
     def unsupported_reason(self, case: Case) -> str | None:
         return None
 
@@ -261,4 +264,23 @@ class WrongForLateBatch(_EveryOp):
     def run(self, case: Case, inputs: Inputs) -> np.ndarray:
         out = self.correct(case, inputs)
         out[2:] += 1.0 + np.abs(out[2:]) / 16
+        return round_to(out, case.dtype)
+
+
+# --- padding='same' with the odd padding at the wrong end (tests/test_padding_modes.py) ---------
+
+
+class SameLower(_EveryOp):
+    """``padding='same'`` that puts the odd padding element at the start of an axis instead of
+    the end (ONNX's ``SAME_LOWER`` where PyTorch, JAX and ``SAME_UPPER`` put it last): right for
+    every odd kernel extent, off by one position for an even one. Not in :data:`BACKENDS`: load
+    it as ``tests.planted:SameLower``."""
+
+    name = "planted-same-lower"
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        params = case.params()
+        if case.padding_mode == "same":
+            params["padding"], params["padding_hi"] = case.padding_hi, case.padding
+        out = run_op(case.op, case.ndim, False, inputs.x, inputs.w, inputs.bias, **params)
         return round_to(out, case.dtype)

@@ -14,6 +14,7 @@ from conformance.backends.base import Availability, Backend
 from conformance.case import Case
 from conformance.dtypes import round_to
 from conformance.inputs import Inputs, reference_output
+from reference.params import PADDING_MODES
 from reference.special import flush_subnormals
 
 
@@ -23,6 +24,7 @@ class NanOnZeroInput(Backend):
     of, its inputs somewhere would). Runs every op."""
 
     name = "planted-nan-zero"
+    padding_modes = PADDING_MODES  # the reference's own numbers for them
     description = "NaN wherever an input element in the receptive field is 0 (planted bug)"
 
     def probe(self) -> Availability:
@@ -39,6 +41,8 @@ class NanOnZeroInput(Backend):
 
 class _Corrupted(Backend):
     """The reference result with one planted bug on top; runs every op."""
+
+    padding_modes = PADDING_MODES  # the reference's own numbers for them
 
     def probe(self) -> Availability:
         return Availability(True, "planted bug (test only)")

@@ -21,6 +21,7 @@ from conformance.backends.base import Availability, Backend
 from conformance.case import Case
 from conformance.dtypes import round_to
 from conformance.inputs import Inputs, reference_output
+from reference.params import PADDING_MODES
 
 #: Mantissa bits of each case dtype (for "1000 ulps").
 MANTISSA_BITS = {"float32": 23, "float16": 10, "bfloat16": 7}
@@ -34,6 +35,8 @@ def round_to_tf32(a: np.ndarray) -> np.ndarray:
 
 
 class _PlantedPrecision(Backend):
+    padding_modes = PADDING_MODES  # the reference's own numbers for them
+
     def probe(self) -> Availability:
         return Availability(True, "planted precision bug (test only)")
 

@@ -93,7 +93,7 @@ def test_the_space_reaches_its_limits(op):
         assert {c.spatial[axis] % 2 for c in cases} == {0, 1}
         assert max(c.stride[axis] for c in cases) == MAX_STRIDE[nd]
         assert max(c.dilation[axis] for c in cases) == MAX_DILATION[nd]
-        assert max(c.padding[axis] for c in cases) == MAX_PADDING
+        assert max(c.padding[axis] for c in cases if not c.moded) == MAX_PADDING
     assert any(sum(k == MAX_KERNEL for k in c.kernel) >= min(nd, 2) for c in cases)
     assert any(all(k == 1 for k in c.kernel) for c in cases)  # pointwise
     if OPS[op][1]:
@@ -156,7 +156,7 @@ def test_generated_list_is_deterministic_and_budgeted():
 # --- shrinking: Hypothesis reaches the simple end of each range ---------------------------------
 
 SHRINK = settings(
-    max_examples=500,
+    max_examples=1000,
     deadline=None,
     database=None,
     derandomize=True,
@@ -210,7 +210,8 @@ def test_the_default_list_has_cases_where_the_batch_bug_shows():
         # The first few of them fail on the planted backend; a batch-2 case passes.
         for case in late[:3]:
             (record,) = runner.run_case(case)
-            assert record.verdict == D.VALUE_MISMATCH, case.id
+            # A wide-fill float16 output can overflow to inf under the planted error.
+            assert record.verdict in (D.VALUE_MISMATCH, D.NAN_INF_MISMATCH), case.id
         early = next(c for c in cases if c.op == op and c.batch == 2)
         (record,) = runner.run_case(early)
         assert record.verdict == D.PASS, early.id

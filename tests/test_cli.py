@@ -134,4 +134,7 @@ def test_backends_lists_every_adapter_with_what_it_runs():
     runs = {names[i // 3]: lines[i + 2].split("runs: ")[1] for i in range(0, 3 * len(names), 3)}
     assert runs["numpy-ref"].startswith("the six conv ops and conv_general1d")
     assert "layouts contiguous, strided, permuted, expanded, unbatched" in runs["torch-cpu-nn"]
-    assert runs["onnxruntime-cpu"] == "the six conv ops; directions fwd; layouts contiguous"
+    assert runs["onnxruntime-cpu"] == (
+        "the six conv ops; directions fwd; layouts contiguous; padding explicit, same, valid"
+    )
+    assert runs["mlx-cpu"].endswith("; padding explicit")

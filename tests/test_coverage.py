@@ -233,6 +233,8 @@ def cli_table(stdout: str) -> dict[str, dict[str, str]]:
 def first_output_size(c: dict) -> int:
     """The output size along the first spatial axis, by the textbook formulas."""
     s, k, st, p, d = (c[key][0] for key in ("spatial", "kernel", "stride", "padding", "dilation"))
+    if c.get("padding_mode") == "same":  # ceil(S / s): padded to it
+        return -(-s // st)
     if c["op"].startswith("conv_transpose"):
         return (s - 1) * st - 2 * p + d * (k - 1) + c["output_padding"][0] + 1
     return (s + 2 * p - d * (k - 1) - 1) // st + 1

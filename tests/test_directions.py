@@ -233,11 +233,12 @@ def test_known_failure_globs_cover_one_direction(tmp_path) -> None:
 def test_the_direction_is_the_last_draw_of_a_case() -> None:
     """Directions are drawn last, and only where there is a choice: from the same stream, a
     case with directions has the fields of the forward-only case (which draws what it drew
-    before directions existed); forward in about half, each gradient in a quarter."""
+    before directions existed); forward in about half, each gradient in a quarter. (A transposed
+    op: a forward op draws its padding mode after the direction.)"""
     drawn = []
     for seed in range(300):
-        fwd = draw_valid_case(SeededDraw(seed), "conv2d")
-        mixed = draw_valid_case(SeededDraw(seed), "conv2d", directions=DIRECTIONS)
+        fwd = draw_valid_case(SeededDraw(seed), "conv_transpose2d")
+        mixed = draw_valid_case(SeededDraw(seed), "conv_transpose2d", directions=DIRECTIONS)
         assert fwd.direction == "fwd" and replace(mixed, direction="fwd") == fwd
         drawn.append(mixed)
     counts = {d: sum(c.direction == d for c in drawn) for d in DIRECTIONS}

@@ -107,7 +107,14 @@ def torch_grads(case: Case, x, w, b, dy):
     xt = torch.from_numpy(channels_first(x)).requires_grad_()
     wt = torch.from_numpy(channels_first_weight(case, w)).requires_grad_()
     bt = torch.from_numpy(b.copy()).requires_grad_()
-    y = getattr(F, case.op)(xt, wt, bt, **case.params())
+    kw = case.params()
+    xin = xt
+    if case.moded:  # the (possibly uneven) low and high padding spelled out, for any stride
+        hi = kw.pop("padding_hi", case.padding)
+        # F.pad takes (low, high) pairs from the last axis backwards.
+        xin = F.pad(xt, [n for a in reversed(range(case.ndim)) for n in (case.padding[a], hi[a])])
+        kw["padding"] = 0
+    y = getattr(F, case.op)(xin, wt, bt, **kw)
     gx, gw, gb = torch.autograd.grad(y, [xt, wt, bt], torch.from_numpy(channels_first(dy)))
     gw = gw.numpy()
     if case.transposed:  # (C_in, C_out/g, *K) -> (C_out, *K, C_in/g)

@@ -27,6 +27,7 @@ from conformance.strategies import (
     work,
 )
 from reference import conv_output_shape, conv_transpose_output_shape
+from reference.ops import run_op
 
 ALL_OPS = tuple(OPS)
 TRANSPOSED_OPS = tuple(op for op in OPS if OPS[op][1])
@@ -58,13 +59,19 @@ def run_reference(case: Case, with_bound: bool = False):
         return rng.uniform(-1, 1, tuple(max(s, 0) for s in shape))
 
     bias = arr(case.bias_shape) if case.bias else None
-    return OP_FN[case.op](
-        arr(case.x_shape), arr(case.w_shape), bias, with_bound=with_bound, **case.params()
-    )
+    args = (arr(case.x_shape), arr(case.w_shape), bias)
+    if case.moded:  # the public functions take symmetric padding: the op with both sides
+        return run_op(case.op, case.ndim, False, *args, with_bound=with_bound, **case.params())
+    return OP_FN[case.op](*args, with_bound=with_bound, **case.params())
 
 
 def expected_shape(case: Case) -> tuple[int, ...]:
     args = (case.spatial, case.kernel, case.stride, case.padding, case.dilation)
+    if case.padding_mode == "same":  # ceil(S / s) per axis, whatever the kernel
+        out = tuple(-(-n // s) for n, s in zip(case.spatial, case.stride))
+        return (case.batch, *out, case.out_channels)
+    if case.padding_mode == "valid":
+        args = (case.spatial, case.kernel, case.stride, (0,) * case.ndim, case.dilation)
     if case.transposed:
         out = conv_transpose_output_shape(*args, case.output_padding)
     else:
@@ -91,7 +98,8 @@ def test_valid_cases_accepted_by_reference(op, data):
     assert all(1 <= k <= MAX_KERNEL for k in case.kernel)
     assert all(1 <= s <= MAX_STRIDE[nd] for s in case.stride)
     assert all(1 <= d <= MAX_DILATION[nd] for d in case.dilation)
-    assert all(0 <= p <= MAX_PADDING for p in case.padding)
+    if not case.moded:  # a mode's padding follows from the sizes
+        assert all(0 <= p <= MAX_PADDING for p in case.padding)
     assert 1 <= case.batch <= MAX_BATCH
     assert case.in_channels <= MAX_CHANNELS and case.out_channels <= MAX_CHANNELS
     assert 1 <= case.groups <= MAX_GROUPS or case.groups == case.in_channels <= MAX_DEPTHWISE

@@ -57,6 +57,13 @@ class Backend(ABC):
     layouts: tuple[str, ...] = ("contiguous",)
     #: Why the other layouts are not run (e.g. the library takes no strided arrays).
     layout_note: str = "it is given contiguous arrays only"
+    #: How ``run`` gives the library a case's padding (:data:`reference.params.PADDING_MODES`):
+    #: a backend that lists ``same`` / ``valid`` passes the API's string mode for the
+    #: ``psame`` / ``pvalid`` cases; the others report them ``unsupported`` with
+    #: :attr:`padding_mode_note` as the reason. Explicit numbers only unless a backend says more.
+    padding_modes: tuple[str, ...] = ("explicit",)
+    #: Why the string modes are not run (e.g. the API takes integer padding only).
+    padding_mode_note: str = "its API takes explicit padding numbers only"
 
     @cached_property
     def availability(self) -> Availability:
@@ -91,14 +98,16 @@ class Backend(ABC):
 
 def unsupported(backend: Backend, case: Case) -> str | None:
     """Why ``backend`` does not run ``case``: an op or a direction it does not compute, an input
-    layout it does not take, or a documented limitation (:meth:`Backend.unsupported_reason`);
-    None when it runs it."""
+    layout or a padding mode it does not take, or a documented limitation
+    (:meth:`Backend.unsupported_reason`); None when it runs it."""
     if case.op not in backend.ops:
         return f"{backend.name} has no {case.op}: {backend.ops_note}"
     if case.direction not in backend.directions:
         return f"{backend.name} computes {', '.join(backend.directions)} only, not {case.direction}"
     if case.layout not in backend.layouts:
         return f"{backend.name} does not take the {case.layout} layout: {backend.layout_note}"
+    if case.padding_mode not in backend.padding_modes:
+        return f"{backend.name} has no padding={case.padding_mode!r}: {backend.padding_mode_note}"
     return backend.unsupported_reason(case)
 
 

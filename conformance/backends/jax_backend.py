@@ -3,7 +3,8 @@
 The ops a JAX user calls:
 
 * ``conv*d``: ``jax.lax.conv_general_dilated`` with ``rhs_dilation``, ``feature_group_count``
-  and explicit ``(low, high)`` padding pairs;
+  and explicit ``(low, high)`` padding pairs (a ``psame`` / ``pvalid`` case: ``'SAME'`` /
+  ``'VALID'``, lax's own padding strings);
 * ``conv_transpose*d`` with ``groups == 1``: ``jax.lax.conv_transpose`` in PyTorch's convention,
   ``transpose_kernel=True`` and ``use_consistent_padding=True`` (its padding pairs are those of
   the forward conv this op is the gradient of). JAX has no ``output_padding``: it is the high
@@ -48,6 +49,7 @@ import numpy as np
 from conformance.backends.base import Availability, Backend, LayoutError, gradients_for
 from conformance.case import ALL_OPS, DIRECTIONS, Case
 from conformance.inputs import Inputs
+from reference.params import PADDING_MODES
 
 #: Spatial axis letters of JAX's dimension-number strings, per number of spatial dims.
 SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
@@ -118,7 +120,7 @@ def forward(jax, case: Case, x, w, bias, *, precision):
             x,
             w,
             window_strides=case.stride,
-            padding=[(p, p) for p in case.padding],
+            padding=case.padding_mode.upper() if case.moded else [(p, p) for p in case.padding],
             rhs_dilation=case.dilation,
             dimension_numbers=dimension_numbers(case),
             feature_group_count=case.groups,
@@ -165,6 +167,7 @@ class JaxBackend(Backend):
         self.name = f"jax-{device}"
         self.directions = DIRECTIONS
         self.ops = tuple(ALL_OPS)
+        self.padding_modes = PADDING_MODES  # lax's 'SAME' / 'VALID'
         # XLA aborts the process compiling some transposed convs no rule narrows down to a region
         # yet (cases/known_failures/jax-cpu.toml): pytest runs it in a worker process.
         self.crash_prone = True

@@ -47,6 +47,11 @@ def _gpu_kind(mx) -> str | None:
 
 
 class MLXBackend(Backend):
+    padding_mode_note = (
+        "MLX's conv functions and layers take integer padding only (asymmetric padding is "
+        "conv_general's, checked by the conv_general ops)"
+    )
+
     def __init__(self, device: str) -> None:
         self.device = device
         self.name = f"mlx-{device}"

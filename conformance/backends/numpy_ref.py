@@ -16,6 +16,7 @@ from conformance.directions import gradients
 from conformance.dtypes import round_to
 from conformance.inputs import Inputs, reference_output
 from conformance.layouts import LAYOUTS, NUMPY, batched, laid_out
+from reference.params import PADDING_MODES
 
 
 class NumpyReference(Backend):
@@ -24,6 +25,7 @@ class NumpyReference(Backend):
     directions = DIRECTIONS
     layouts = LAYOUTS
     ops = tuple(ALL_OPS)
+    padding_modes = PADDING_MODES
 
     def probe(self) -> Availability:
         return Availability(True, "NumPy on the host CPU", {"numpy": np.__version__})

@@ -7,7 +7,8 @@ models), at ONNX Runtime's default graph optimization level.
 
 * ``conv*d`` -> ``Conv``; ``conv_transpose*d`` -> ``ConvTranspose`` (with ``output_padding``);
   attributes ``kernel_shape``, ``strides``, ``pads`` (all begins, then all ends), ``dilations``
-  and ``group``; ``auto_pad`` stays ``NOTSET``.
+  and ``group``; ``auto_pad`` stays ``NOTSET``, except for the ``psame`` / ``pvalid`` cases,
+  which give ``auto_pad`` ``SAME_UPPER`` / ``VALID`` and no ``pads``.
 * Layout is ONNX's channels-first, translated once: ``X`` ``(N, C_in, *S)``, ``W`` as in PyTorch
   (:func:`~conformance.backends.base.channels_first_weight`), ``Y`` back to ``(N, *S, C_out)``.
 * float32 and float16: ``X`` and ``Y`` are graph tensors of the case dtype, as in a float16
@@ -41,6 +42,7 @@ from conformance.backends.base import (
 )
 from conformance.case import Case
 from conformance.inputs import Inputs
+from reference.params import PADDING_MODES
 
 #: ONNX opset of the models: 22 is the first whose Conv and ConvTranspose take bfloat16.
 OPSET = 22
@@ -69,15 +71,23 @@ def _numpy_dtype(dtype: str):
     return np.dtype(dtype)
 
 
-def node_attributes(case: Case) -> dict[str, list[int] | int]:
+#: ``auto_pad`` for a case's padding mode: ``same`` pads the odd one at the end, as PyTorch and
+#: JAX do (``SAME_UPPER``).
+AUTO_PAD = {"same": "SAME_UPPER", "valid": "VALID"}
+
+
+def node_attributes(case: Case) -> dict[str, list[int] | int | str]:
     """The Conv/ConvTranspose attributes of ``case``, passed as they are (invalid ones too)."""
-    attrs: dict[str, list[int] | int] = {
+    attrs: dict[str, list[int] | int | str] = {
         "kernel_shape": list(case.kernel),
         "strides": list(case.stride),
         "pads": list(case.padding) * 2,  # begins, then ends
         "dilations": list(case.dilation),
         "group": case.groups,
     }
+    if case.moded:  # ONNX's own string mode instead of pads (the odd one at the end: UPPER)
+        del attrs["pads"]
+        attrs["auto_pad"] = AUTO_PAD[case.padding_mode]
     if case.transposed:
         attrs["output_padding"] = list(case.output_padding)
     return attrs
@@ -136,6 +146,7 @@ def build_model(case: Case, w: np.ndarray, bias: np.ndarray | None):
 class OnnxRuntimeBackend(Backend):
     ops_note = "ONNX Conv has no input dilation or kernel flip"
     layout_note = "ONNX Runtime copies its inputs into contiguous tensors of its own"
+    padding_modes = PADDING_MODES
 
     def __init__(self, device: str, *, allow_tf32: bool = False) -> None:
         if device not in PROVIDERS:

@@ -26,12 +26,16 @@ receive the input as a strided, permuted (last two axes swapped in memory) or ex
 unbatched ``(C, *S)`` (the cotangent too, for a backward case); the ``-cl`` backends are a
 memory format of their own and take the contiguous layout only.
 
+Padding modes: a ``psame`` / ``pvalid`` case passes ``padding='same'`` / ``'valid'`` (stride 1
+only for ``'same'``: PyTorch raises for strided ones, so those cases are unsupported).
+
 On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is built with
 ``allow_tf32=True`` (``--tf32`` on the command line), so the default run checks strict float32.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -48,6 +52,7 @@ from conformance.backends.base import (
 from conformance.case import DIRECTIONS, Case
 from conformance.inputs import Inputs
 from conformance.layouts import LAYOUTS, Views, batched, laid_out
+from reference.params import PADDING_MODES
 
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
@@ -81,6 +86,7 @@ class TorchBackend(Backend):
         self.allow_tf32 = allow_tf32
         self.name = f"torch-{device}" + ("-cl" if memory_format == "channels_last" else "")
         self.directions = DIRECTIONS
+        self.padding_modes = PADDING_MODES
         if memory_format == "contiguous":
             self.layouts = LAYOUTS
         else:
@@ -112,6 +118,11 @@ class TorchBackend(Backend):
                 )
             return Availability(True, "Apple MPS", versions)
         return Availability(True, f"CPU, {torch.get_num_threads()} threads", versions)
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        if case.padding_mode == "same" and any(s != 1 for s in case.stride):
+            return "PyTorch's padding='same' takes stride 1 only (strided convolutions raise)"
+        return None
 
     def _torch_dtype(self, dtype: str):
         import torch
@@ -148,13 +159,25 @@ class TorchBackend(Backend):
         w = to_torch(channels_first_weight(case, inputs.w))
         b = None if inputs.bias is None else to_torch(inputs.bias)
         call, params = self._callable(case, w, b, dt)
+        dy = None
+        if case.direction != "fwd":
+            dy = channels_first(inputs.dy)
+            dy = to_torch(dy[0] if case.layout == "unbatched" else dy)
+        with warnings.catch_warnings():
+            # padding='same' with an even kernel extent pads a copy first: what is checked.
+            warnings.filterwarnings("ignore", "Using padding='same' with even kernel", UserWarning)
+            return self._call(case, call, params, x, dy)
+
+    def _call(self, case: Case, call: Callable, params: list, x, dy):
+        """The forward output, or the gradients for cotangent ``dy``, of ``call`` on ``x``,
+        back in MLX layout."""
+        import torch
+
         if case.direction == "fwd":
             with torch.no_grad():
                 y = call(x)
             self._sync()
             return channels_last(batched(case.layout, to_host(y)))
-        dy = channels_first(inputs.dy)
-        dy = to_torch(dy[0] if case.layout == "unbatched" else dy)
         wrt = [x, *params]
         for t in wrt:
             t.requires_grad_(True)
@@ -170,7 +193,8 @@ class TorchBackend(Backend):
         import torch.nn.functional as F
 
         fn = getattr(F, case.op)
-        return (lambda x: fn(x, w, b, **case.params())), [w] + ([b] if b is not None else [])
+        kw = case.api_params()
+        return (lambda x: fn(x, w, b, **kw)), [w] + ([b] if b is not None else [])
 
     def _sync(self) -> None:
         if self.device == "cuda":

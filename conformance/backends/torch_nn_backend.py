@@ -32,7 +32,9 @@ Layouts: all of :data:`conformance.layouts.LAYOUTS`, as the functional ``torch-c
 as a strided, permuted or expanded view, or unbatched ``(C, *S)`` (the modules take it; the
 cotangent is unbatched too).
 
-Ops: the six conv and conv_transpose ops (the general convolutions have no module).
+Ops: the six conv and conv_transpose ops (the general convolutions have no module). Padding
+modes: ``Conv*d(padding='same' / 'valid')`` for the ``psame`` / ``pvalid`` cases (stride 1 for
+``'same'``, as the functional backends).
 
 Limitations: ``ConvTranspose*d``'s ``output_size`` admits output sizes up to ``stride - 1``
 past the smallest one only, while the op accepts ``output_padding < max(stride, dilation)``: a
@@ -69,7 +71,7 @@ class TorchNNBackend(TorchBackend):
         import torch
 
         cls = getattr(torch.nn, module_name(case.op))
-        kw = case.params()  # the six ops' parameters (a module computes no general op)
+        kw = case.api_params()  # the six ops' parameters (a module computes no general op)
         if case.transposed:
             no_size = case.output_spatial() is None
             kw["output_padding"] = case.output_padding if no_size else (0,) * case.ndim
