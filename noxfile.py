@@ -44,8 +44,16 @@ def conformance(session: nox.Session) -> None:
     """Release run: generated + frozen cases on every available backend; writes reports/."""
     install(session, f"{BACKEND_EXTRAS},plots")
     # Defaults first: options given after `--` add to them or, given twice, win (e.g.
-    # `-- -n auto` keeps 400 examples; `-- --max-examples 50` replaces them).
-    args = ["--max-examples", "400", *session.posargs]
+    # `-- -n auto` keeps 400 examples; `-- --max-examples 50` replaces them). The release run
+    # draws float64 cases too (checked where a backend computes them) and runs the float64
+    # corpus.
+    args = [
+        "--max-examples",
+        "400",
+        "--dtypes",
+        "float32,float16,bfloat16,float64",
+        *session.posargs,
+    ]
     session.run(
         "python",
         "-m",

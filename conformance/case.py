@@ -23,7 +23,7 @@ Id grammar (fixed field order, ``-`` between fields, ``x`` between dimensions)::
   The parser also takes uncollapsed lists and explicit defaults (``k3x3x3``, ``st1``,
   ``funiform``) and prints them canonically.
 * Negative numbers (only invalid cases have them) are written ``m1`` for -1.
-* ``DTYPE`` is ``f32``, ``f16`` or ``bf16``.
+* ``DTYPE`` is ``f32``, ``f16``, ``bf16`` or ``f64`` (:data:`conformance.dtypes.ALL_DTYPES`).
 * ``FILL`` is how the inputs are drawn from the seed, one of :data:`FILLS` after an ``f``:
   ``fint``, ``fsparse``, ``fwide``, ``fspecial`` (see :func:`conformance.inputs.make_inputs`).
   The default, ``uniform``, is never written, so ids without a fill token are the ids of
@@ -475,7 +475,7 @@ def parse_id(text: str) -> Case:
     if missing:
         raise ValueError(f"case id {text!r}: missing field(s) {', '.join(missing)}")
     if dtype is None:
-        raise ValueError(f"case id {text!r}: missing dtype (f32, f16 or bf16)")
+        raise ValueError(f"case id {text!r}: missing dtype (f32, f16, bf16 or f64)")
     if len(values["c"]) != 2:
         raise ValueError(f"case id {text!r}: channels must be written cINxOUT")
     if "op" in values and not ALL_OPS[op][1]:

@@ -29,7 +29,7 @@ from conformance.case import ALL_OPS as OPS
 from conformance.case import DIRECTIONS, Case, parse_id
 from conformance.case import OPS as SIX_OPS
 from conformance.corpus import load_corpus, parse_corpus
-from conformance.dtypes import DTYPES
+from conformance.dtypes import ALL_DTYPES, DTYPES
 from conformance.filelock import RunLock
 from conformance.generate import generated_cases
 from conformance.isolation import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TimeBudget
@@ -177,9 +177,10 @@ def _add_case_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dtypes",
-        type=_choices("dtype", DTYPES),
+        type=_choices("dtype", ALL_DTYPES),
         default=None,
-        help="comma-separated dtypes (default: float32,float16,bfloat16)",
+        help="comma-separated dtypes (default: float32,float16,bfloat16; float64 when asked, "
+        "checked on the backends that compute it: torch-*, numpy-ref)",
     )
     p.add_argument(
         "--dirs",

@@ -11,9 +11,14 @@ Tolerance is per element, from the reference's error-bound inputs, not a fixed r
 * ``terms``: the number of products (plus one for the bias) that feed the element;
   ``sum|x||w|``: the sum of their absolute values (plus ``|bias|``). Both come from the reference.
 * ``u_acc``: unit roundoff of the accumulation precision a backend must meet. Default float32
-  for every case dtype: float16/bfloat16 inputs are expected to accumulate in float32, as MLX,
-  PyTorch and cuDNN do.
-* ``u_out``: unit roundoff of the case dtype (2**-24 float32, 2**-11 float16, 2**-8 bfloat16).
+  for the float32, float16 and bfloat16 cases: float16/bfloat16 inputs are expected to
+  accumulate in float32, as MLX, PyTorch and cuDNN do. A float64 case is judged with float64
+  accumulation whatever :attr:`Tolerance.accumulation` says (:func:`accumulation_of`), and its
+  bound holds the reference's own float64 accumulation error once more (the reference is no
+  more exact than the backend there); it takes no statistical tier: a backend that computes it
+  in float32 is thousands to millions of times over the proven bound already.
+* ``u_out``: unit roundoff of the case dtype (2**-24 float32, 2**-11 float16, 2**-8 bfloat16,
+  2**-53 float64).
 * ``eta_acc``: half the smallest subnormal of the accumulation precision (2**-150 for float32):
   a product below the normal range is rounded absolutely, not relatively; additions there are
   exact. It matters only for outputs near the subnormal range (``special`` fill inputs).
@@ -55,7 +60,8 @@ Input fills (``Case.fill``, drawn by :func:`conformance.inputs.make_inputs`):
 
 Besides the verdict it reports abs/rel/ULP errors, error over bound, the elements over tolerance,
 the worst element by logical index, the spatial/channel pattern of failures, and whether the error
-profile fits a known lower-precision cause (TF32, float16 or bfloat16 accumulation).
+profile fits a known lower-precision cause (TF32, float16 or bfloat16 accumulation; float32 for a
+float64 case).
 """
 
 from __future__ import annotations
@@ -66,7 +72,13 @@ import numpy as np
 
 from conformance import precision as P
 from conformance.case import Case
-from conformance.dtypes import UNDERFLOW_HALF_STEP, UNIT_ROUNDOFF, round_to, ulp_between
+from conformance.dtypes import (
+    UNDERFLOW_HALF_STEP,
+    UNIT_ROUNDOFF,
+    carrier,
+    round_to,
+    ulp_between,
+)
 from conformance.inputs import EXACT_INTEGER_LIMIT
 from reference.core import ConvResult
 
@@ -140,7 +152,16 @@ OVERFLOW: dict[str, float] = {
     "float32": (2 - UNIT_ROUNDOFF["float32"]) * 2.0**127,
     "float16": (2 - UNIT_ROUNDOFF["float16"]) * 2.0**15,
     "bfloat16": (2 - UNIT_ROUNDOFF["bfloat16"]) * 2.0**127,
+    # 2^1024 - 2^970 is no float64: only an infinite reference is past it.
+    "float64": np.inf,
 }
+
+
+def accumulation_of(case: Case, tol: Tolerance) -> str:
+    """The accumulation precision ``case`` is judged with: float64 for a float64 case (a float32
+    accumulation bound would pass a backend that computes it in float32), else
+    :attr:`Tolerance.accumulation`."""
+    return "float64" if case.dtype == "float64" else tol.accumulation
 
 
 def exact_comparison(case: Case, ref: ConvResult, tol: Tolerance) -> bool:
@@ -154,7 +175,11 @@ def exact_comparison(case: Case, ref: ConvResult, tol: Tolerance) -> bool:
     so that other outputs of such a case (gradients, whose cotangent is uniform) keep the bound.
     """
     limit = EXACT_INTEGER_LIMIT[case.dtype]
-    if case.fill != "int" or tol.factor > 1 or UNIT_ROUNDOFF[tol.accumulation] * limit > 1:
+    if (
+        case.fill != "int"
+        or tol.factor > 1
+        or UNIT_ROUNDOFF[accumulation_of(case, tol)] * limit > 1
+    ):
         return False
     out = ref.out
     return bool(np.all(out == np.rint(out)) and np.abs(out).max(initial=0.0) <= limit)
@@ -180,12 +205,15 @@ def error_bound(
         exact = exact_comparison(case, ref, tol)
     if exact:
         return np.full(ref.out.shape, UNDERFLOW_HALF_STEP[case.dtype])
-    u_acc = UNIT_ROUNDOFF[tol.accumulation]
+    acc = accumulation_of(case, tol)
+    u_acc = UNIT_ROUNDOFF[acc]
     u_out = UNIT_ROUNDOFF[case.dtype]
     # Products that underflow lose up to half a subnormal each, relative bounds aside (sums
     # in the subnormal range are exact): one such error per term.
-    underflow = ref.terms * UNDERFLOW_HALF_STEP[tol.accumulation]
+    underflow = ref.terms * UNDERFLOW_HALF_STEP[acc]
     accumulation = tol.factor * (u_acc * ref.terms * ref.abs_sum + underflow)
+    if case.dtype == "float64":  # the reference's own float64 sums err as much
+        accumulation = accumulation + u_acc * ref.terms * ref.abs_sum + underflow
     size = np.abs(ref.out)
     if ref.nan_allowed is not None:  # non-finite inputs: the bound of the finite elements
         size = np.where(np.isfinite(size), size, 0.0)
@@ -384,7 +412,12 @@ def precision_hint(
     ubf = UNIT_ROUNDOFF["bfloat16"]
     utf = UNIT_ROUNDOFF["tfloat32"]
     candidates: list[tuple[str, float, float]] = []  # (name, u_in, u_acc)
-    if case.dtype == "float32":
+    if case.dtype == "float64":
+        candidates += [
+            ("float32 arithmetic (inputs rounded to float32, float32 accumulation)", u32, u32),
+            ("TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)", utf, u32),
+        ]
+    elif case.dtype == "float32":
         candidates += [
             ("TF32 (inputs rounded to a 10-bit mantissa, float32 accumulation)", utf, u32),
             ("bfloat16-rounded inputs with float32 accumulation", ubf, u32),
@@ -409,8 +442,10 @@ def precision_hint(
 
 def _always_on_grid(stored: np.dtype, dtype: str) -> bool:
     """Whether every value of NumPy dtype ``stored`` is representable in the case ``dtype``."""
-    return (stored == np.float16 and dtype != "bfloat16") or (
-        stored == np.float32 and dtype == "float32"
+    return (
+        (stored == np.float16 and dtype != "bfloat16")
+        or (stored == np.float32 and dtype == "float32")
+        or (stored == np.float64 and dtype == "float64")
     )
 
 
@@ -437,6 +472,11 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
         )
     if got.dtype.kind != "f":
         return Diff(DTYPE_MISMATCH, detail=f"output has NumPy dtype {got.dtype}, not a float type")
+    if case.dtype == "float64" and got.dtype != np.float64:
+        return Diff(
+            DTYPE_MISMATCH,
+            detail=f"output has NumPy dtype {got.dtype}: a float64 case needs float64 output",
+        )
     got64 = got.astype(np.float64)
     finite_got = np.isfinite(got64)
     all_got_finite = bool(finite_got.all())
@@ -448,8 +488,8 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
                 detail=f"{off_grid} output value(s) are not representable in {case.dtype}: "
                 f"the backend did not produce {case.dtype} output",
             )
-    want32 = round_to(want, case.dtype)  # float32; may overflow to inf
-    got32 = got64.astype(np.float32)  # exact: got is on the dtype's grid
+    want32 = round_to(want, case.dtype)  # the dtype's carrier (float32 or 64); may be inf
+    got32 = got64.astype(carrier(case.dtype))  # exact: got is on the dtype's grid
     exact = exact_comparison(case, ref, tol)
     bound = error_bound(case, ref, tol, exact)
     if all_got_finite and bool(np.isfinite(want32).all()):
@@ -495,7 +535,12 @@ def compare(case: Case, got: np.ndarray, ref: ConvResult, tol: Tolerance = Toler
     any_nonzero = bool(np.any(finite & (want != 0)))
     over_bound = err / bound
     stat = None
-    statistical = tol.statistical and not exact and case.fill in STATISTICAL_FILLS
+    statistical = (
+        tol.statistical
+        and not exact
+        and case.fill in STATISTICAL_FILLS
+        and case.dtype != "float64"  # calibrated on float32 accumulation (module docstring)
+    )
     if statistical and err.size and not over.any():
         stat = P.scores(case.dtype, case.bias, err, ref, tol.factor)
     if stat is not None and stat.fails:

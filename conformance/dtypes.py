@@ -1,15 +1,20 @@
 """The case dtypes: rounding to them, their unit roundoff, and ULP distance within them.
 
-Values of every dtype are carried in float32 arrays (float16 and bfloat16 values are exact in
-float32), so NumPy needs no bfloat16 type; adapters convert to the backend's native dtype.
+Values of float32, float16 and bfloat16 cases are carried in float32 arrays (float16 and bfloat16
+values are exact in float32), so NumPy needs no bfloat16 type; values of float64 cases in float64
+arrays. Adapters convert to the backend's native dtype.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+#: The dtypes generated cases draw from unless told otherwise (every backend computes them).
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
-SHORT: dict[str, str] = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+#: Every case dtype: float64 too, which few backends compute (PyTorch, the reference) and which
+#: a run draws only when asked (``--dtypes ...,float64``).
+ALL_DTYPES: tuple[str, ...] = (*DTYPES, "float64")
+SHORT: dict[str, str] = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "float64": "f64"}
 FROM_SHORT: dict[str, str] = {v: k for k, v in SHORT.items()}
 
 #: Unit roundoff u = 2**-(mantissa bits + 1): |fl(v) - v| <= u |v| for normal results.
@@ -24,7 +29,8 @@ UNIT_ROUNDOFF: dict[str, float] = {
 #: Half the smallest positive subnormal: the absolute rounding error near zero (of a result,
 #: a product, in the case dtypes and in the accumulation precisions of UNIT_ROUNDOFF).
 UNDERFLOW_HALF_STEP: dict[str, float] = {
-    "float64": 2.0**-1075,
+    # Half of float64's smallest subnormal is no float64 (2.0**-1075 is 0): the subnormal itself.
+    "float64": 2.0**-1074,
     "float32": 2.0**-150,
     "tfloat32": 2.0**-150,
     "float16": 2.0**-25,
@@ -33,9 +39,14 @@ UNDERFLOW_HALF_STEP: dict[str, float] = {
 
 
 def check_dtype(dtype: str) -> str:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype not in ALL_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(ALL_DTYPES)}, got {dtype!r}")
     return dtype
+
+
+def carrier(dtype: str) -> type:
+    """The NumPy type that carries a case's values: float64 for float64 cases, else float32."""
+    return np.float64 if dtype == "float64" else np.float32
 
 
 def _round_bfloat16(x32: np.ndarray) -> np.ndarray:
@@ -48,10 +59,13 @@ def _round_bfloat16(x32: np.ndarray) -> np.ndarray:
 
 
 def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Round ``values`` to ``dtype`` once (nearest even); the result is a float32 array."""
+    """Round ``values`` to ``dtype`` once (nearest even); the result is a float32 array (a
+    float64 one for float64, :func:`carrier`)."""
     check_dtype(dtype)
     v = np.asarray(values)
     with np.errstate(over="ignore"):  # overflow to inf is the correct rounding
+        if dtype == "float64":
+            return v.astype(np.float64)
         if dtype == "float16":
             return v.astype(np.float16).astype(np.float32)
         if dtype == "bfloat16":
@@ -79,6 +93,10 @@ def _round_bfloat16_from(v: np.ndarray) -> np.ndarray:
 def _ordered_bits(values32: np.ndarray, dtype: str) -> np.ndarray:
     """Map values (exact in ``dtype``) to int64 integers whose difference counts ULPs in
     ``dtype``: the magnitude bits, negated for negative values (so -0 and +0 are both 0)."""
+    if dtype == "float64":
+        bits64 = np.asarray(values32, np.float64).view(np.uint64)
+        mag64 = (bits64 & np.uint64(0x7FFFFFFFFFFFFFFF)).astype(np.int64)
+        return np.negative(mag64, out=mag64, where=bits64 >= np.uint64(0x8000000000000000))
     v = np.asarray(values32, np.float32)
     if dtype == "float16":
         top = v.astype(np.float16).view(np.uint16)
@@ -99,6 +117,7 @@ def ulp_distance(got: np.ndarray, want: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def ulp_between(got32: np.ndarray, want32: np.ndarray, dtype: str) -> np.ndarray:
-    """:func:`ulp_distance` of values already exact in ``dtype`` (float32 arrays, e.g. from
-    :func:`round_to`): no rounding pass, for the diff engine's large outputs."""
+    """:func:`ulp_distance` of values already exact in ``dtype`` (arrays of its
+    :func:`carrier`, e.g. from :func:`round_to`): no rounding pass, for the diff engine's large
+    outputs."""
     return np.abs(_ordered_bits(got32, dtype) - _ordered_bits(want32, dtype))

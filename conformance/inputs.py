@@ -1,7 +1,8 @@
 """Input generation (from the case seed, rounded once to the case dtype) and the reference call.
 
-Every backend sees exactly these values: float32 arrays that are exact in the case dtype, in MLX
-layout. Adapters convert them to their own dtype and layout; that conversion is exact.
+Every backend sees exactly these values: float32 arrays that are exact in the case dtype (float64
+arrays for a float64 case, :func:`conformance.dtypes.carrier`), in MLX layout. Adapters convert
+them to their own dtype and layout; that conversion is exact.
 """
 
 from __future__ import annotations
@@ -31,11 +32,16 @@ class Inputs:
 
 
 #: Largest integer every integer up to which is exact in the dtype (its significand bits).
-EXACT_INTEGER_LIMIT: dict[str, int] = {"float32": 2**24, "float16": 2**11, "bfloat16": 2**8}
+EXACT_INTEGER_LIMIT: dict[str, int] = {
+    "float32": 2**24,
+    "float16": 2**11,
+    "bfloat16": 2**8,
+    "float64": 2**53,
+}
 
 #: ``wide`` fill: magnitudes ``2^uniform(-e, e)``. bfloat16 and float32 (same exponent range):
 #: a fixed ``e``; float16: ``e`` from :func:`wide_exponent`.
-WIDE_EXPONENT: dict[str, float] = {"float32": 16.0, "bfloat16": 16.0}
+WIDE_EXPONENT: dict[str, float] = {"float32": 16.0, "bfloat16": 16.0, "float64": 16.0}
 #: float16 ``wide`` fill: ``e = min(8, (WIDE_F16_LOG2_PEAK - log2(n) / 2) / 2)`` for ``n``
 #: products per output element, floored at WIDE_F16_MIN_EXPONENT (see :func:`wide_exponent`).
 WIDE_F16_LOG2_PEAK = 19.0
@@ -176,6 +182,7 @@ SUBNORMALS: dict[str, tuple[int, int]] = {
     "float32": (-149, 2**23),
     "float16": (-24, 2**10),
     "bfloat16": (-133, 2**7),
+    "float64": (-1074, 2**52),
 }
 
 

@@ -491,6 +491,14 @@ class IsolatedBackend(Backend):
         return self.inner.layout_note
 
     @property
+    def dtypes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.inner.dtypes
+
+    @property
+    def dtype_note(self) -> str:  # type: ignore[override]
+        return self.inner.dtype_note
+
+    @property
     def padding_modes(self) -> tuple[str, ...]:  # type: ignore[override]
         return self.inner.padding_modes
 

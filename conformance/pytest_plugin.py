@@ -4,7 +4,8 @@ Loaded by the repository's ``conftest.py``. Options:
 
 * ``--conformance-backends=a,b``: backends to test (default: every known one; unavailable ones
   are skipped with the reason);
-* ``--conformance-dtypes=float32,...``: dtypes the strategies draw from;
+* ``--conformance-dtypes=float32,...``: dtypes the strategies draw from (default float32,
+  float16, bfloat16) and the frozen cases run (default every dtype: the float64 corpus too);
 * ``--isolate``: run backends in worker processes (a crash becomes a failure, not the end);
   backends marked ``crash_prone`` (channels-last PyTorch, JAX) always run in one;
 * ``--conformance-timeout=[BACKEND=]SECONDS``: an isolated backend's time budget per case
@@ -44,7 +45,7 @@ from conformance import diff as D
 from conformance.backends import Backend, resolve
 from conformance.case import Case
 from conformance.corpus import load_corpus
-from conformance.dtypes import DTYPES
+from conformance.dtypes import ALL_DTYPES, DTYPES
 from conformance.isolation import (
     DEFAULT_MEMORY_MB,
     IsolatedBackend,
@@ -107,7 +108,9 @@ class ConformanceSession:
             raise pytest.UsageError(f"convcheck: {exc}") from None
         dtypes = config.getoption("conformance_dtypes")
         self.dtypes = tuple(d.strip() for d in dtypes.split(",")) if dtypes else DTYPES
-        bad = [d for d in self.dtypes if d not in DTYPES]
+        #: The frozen cases' dtypes: the ones asked for, else every one (cases/float64.toml).
+        self.frozen_dtypes = self.dtypes if dtypes else ALL_DTYPES
+        bad = [d for d in self.dtypes if d not in ALL_DTYPES]
         if bad:
             raise pytest.UsageError(f"--conformance-dtypes: unknown {', '.join(bad)}")
         self.plugins = tuple(plugins)
@@ -305,7 +308,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("regression", regs, ids=[f"{r.case.id}-{r.backend}" for r in regs])
     # Frozen cases first, so ids read CASE_ID-BACKEND.
     if "frozen" in metafunc.fixturenames:
-        frozen = [f for f in load_corpus() if f.case.dtype in session().dtypes]
+        frozen = [f for f in load_corpus() if f.case.dtype in session().frozen_dtypes]
         metafunc.parametrize("frozen", frozen, ids=[f.case.id for f in frozen])
     if "backend_name" in metafunc.fixturenames:
         metafunc.parametrize("backend_name", session().backend_names)

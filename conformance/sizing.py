@@ -71,15 +71,16 @@ def output_shape(case: Case) -> tuple[int, ...] | None:
 
 def estimate_bytes(case: Case) -> int:
     """Upper estimate of the bytes one case takes in the process that runs it: the float32
-    inputs (and the float64 draw of the largest), the reference's |x|, |w| and float64 weight
-    copies, its blocks and its kernel taps (a few hundred bytes of Python objects each: a
-    1000^3 kernel is gigabytes before any product), and per output element the float64 output,
-    sum |x||w| and terms, the error bound's and the diff's temporaries and a backend's output
-    (measured: about 100 bytes). An invalid case is sized by its inputs."""
+    (float64) inputs (and the float64 draw of the largest), the reference's |x|, |w| and
+    float64 weight copies, its blocks and its kernel taps (a few hundred bytes of Python
+    objects each: a 1000^3 kernel is gigabytes before any product), and per output element
+    the float64 output, sum |x||w| and terms, the error bound's and the diff's temporaries and
+    a backend's output (measured: about 100 bytes). An invalid case is sized by its inputs."""
     x, w, b = (_elements(s) for s in (case.x_shape, case.w_shape, case.bias_shape))
     shape = output_shape(case)
     out = _elements(shape)
-    inputs = 4 * (x + w + b) + 8 * max(x, w, b)
+    carried = 8 if case.dtype == "float64" else 4  # conformance.dtypes.carrier
+    inputs = carried * (x + w + b) + 8 * max(x, w, b)
     reference = 8 * (x + b) + 24 * w + 2 * BLOCK_BYTES
     taps = 0 if shape is None else _elements(case.kernel) * (120 + 220 * case.ndim)
     outputs = 128 * out

@@ -102,3 +102,20 @@ class Float16Accumulation(_PlantedPrecision):
 
 
 BACKENDS = [Tf32Inputs, OneBadElement, Float16Accumulation]
+
+
+class Float64InFloat32(_PlantedPrecision):
+    """A float64 conv computed in float32 (inputs rounded to float32, float32 accumulation) and
+    returned as float64: what a backend that silently downcasts does."""
+
+    name = "planted-f64-as-f32"
+    description = "float64 cases computed in float32 (test only)"
+    dtypes = ("float32", "float64")
+
+    def run(self, case: Case, inputs: Inputs) -> np.ndarray:
+        x, w = inputs.x.astype(np.float32), inputs.w.astype(np.float32)
+        bias = None if inputs.bias is None else inputs.bias.astype(np.float32)
+        out = self.reference(case, x, w, bias, compute_dtype=np.float32, formulation="per-tap")
+        return np.asarray(out, np.float32).astype(
+            np.float64 if case.dtype == "float64" else np.float32
+        )

@@ -251,7 +251,7 @@ OK = "conv2d-n1-c2x2-s5-k3"
         ("", r"unknown op ''"),
         # unknown or malformed token
         (OK + "-zz9-f32", r"cannot parse token 'zz9'"),
-        (OK + "-f64", r"cannot parse token 'f64'"),
+        (OK + "-f8", r"cannot parse token 'f8'"),
         (OK + "-k-f32", r"cannot parse token 'k'"),
         (OK + "-st2y2-f32", r"cannot parse token 'st2y2'"),
         (OK + "-p-1-f32", r"cannot parse token 'p'"),
@@ -352,7 +352,10 @@ def test_id_mentions_only_its_own_op(op, data):
     [
         (dict(op="conv4d"), r"Case.op must be one of .*got 'conv4d'"),
         (dict(op="Conv2d"), r"Case.op must be one of"),
-        (dict(dtype="float64"), r"dtype must be one of float32, float16, bfloat16, got 'float64'"),
+        (
+            dict(dtype="float128"),
+            r"dtype must be one of float32, float16, bfloat16, float64, got 'float128'",
+        ),
         (dict(dtype="f32"), r"dtype must be one of"),
         (dict(spatial=(5, 5, 5)), r"Case.spatial must be an int or 2 ints, got \(5, 5, 5\)"),
         (dict(kernel=(3,)), r"Case.kernel must be an int or 2 ints"),

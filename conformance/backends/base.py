@@ -1,8 +1,9 @@
 """The adapter interface every backend implements.
 
 An adapter takes a :class:`~conformance.case.Case` and its :class:`~conformance.inputs.Inputs`
-(MLX layout, float32 arrays exact in the case dtype), runs the op on its library and device in
-the case dtype, and returns the output in MLX layout as a NumPy float array. Layout translation
+(MLX layout, float32 arrays exact in the case dtype; float64 ones for a float64 case), runs the
+op on its library and device in the case dtype, and returns the output in MLX layout as a NumPy
+float array (float64 for a float64 case). Layout translation
 lives in the adapter, once; the runner and diff engine only ever see MLX layout.
 """
 
@@ -15,6 +16,7 @@ from functools import cached_property
 import numpy as np
 
 from conformance.case import OPS, Case
+from conformance.dtypes import DTYPES
 from conformance.inputs import Inputs
 
 
@@ -57,6 +59,12 @@ class Backend(ABC):
     layouts: tuple[str, ...] = ("contiguous",)
     #: Why the other layouts are not run (e.g. the library takes no strided arrays).
     layout_note: str = "it is given contiguous arrays only"
+    #: The case dtypes ``run`` computes (:data:`conformance.dtypes.ALL_DTYPES`); the others are
+    #: ``unsupported`` with :attr:`dtype_note` as the reason. float32, float16 and bfloat16
+    #: unless a backend says more.
+    dtypes: tuple[str, ...] = DTYPES
+    #: Why the other dtypes are not run.
+    dtype_note: str = "float64 is checked on backends whose conv ops compute it (PyTorch's)"
     #: How ``run`` gives the library a case's padding (:data:`reference.params.PADDING_MODES`):
     #: a backend that lists ``same`` / ``valid`` passes the API's string mode for the
     #: ``psame`` / ``pvalid`` cases; the others report them ``unsupported`` with
@@ -97,13 +105,15 @@ class Backend(ABC):
 
 
 def unsupported(backend: Backend, case: Case) -> str | None:
-    """Why ``backend`` does not run ``case``: an op or a direction it does not compute, an input
-    layout or a padding mode it does not take, or a documented limitation
+    """Why ``backend`` does not run ``case``: an op, a direction or a dtype it does not compute,
+    an input layout or a padding mode it does not take, or a documented limitation
     (:meth:`Backend.unsupported_reason`); None when it runs it."""
     if case.op not in backend.ops:
         return f"{backend.name} has no {case.op}: {backend.ops_note}"
     if case.direction not in backend.directions:
         return f"{backend.name} computes {', '.join(backend.directions)} only, not {case.direction}"
+    if case.dtype not in backend.dtypes:
+        return f"{backend.name} does not compute {case.dtype}: {backend.dtype_note}"
     if case.layout not in backend.layouts:
         return f"{backend.name} does not take the {case.layout} layout: {backend.layout_note}"
     if case.padding_mode not in backend.padding_modes:

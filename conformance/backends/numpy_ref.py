@@ -13,7 +13,7 @@ import numpy as np
 from conformance.backends.base import Availability, Backend
 from conformance.case import ALL_OPS, DIRECTIONS, Case
 from conformance.directions import gradients
-from conformance.dtypes import round_to
+from conformance.dtypes import ALL_DTYPES, round_to
 from conformance.inputs import Inputs, reference_output
 from conformance.layouts import LAYOUTS, NUMPY, batched, laid_out
 from reference.params import PADDING_MODES
@@ -26,6 +26,7 @@ class NumpyReference(Backend):
     layouts = LAYOUTS
     ops = tuple(ALL_OPS)
     padding_modes = PADDING_MODES
+    dtypes = ALL_DTYPES
 
     def probe(self) -> Availability:
         return Availability(True, "NumPy on the host CPU", {"numpy": np.__version__})

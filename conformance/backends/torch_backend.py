@@ -29,6 +29,8 @@ memory format of their own and take the contiguous layout only.
 Padding modes: a ``psame`` / ``pvalid`` case passes ``padding='same'`` / ``'valid'`` (stride 1
 only for ``'same'``: PyTorch raises for strided ones, so those cases are unsupported).
 
+dtypes: float32, float16, bfloat16 and float64 (not on MPS, which has no float64).
+
 On CUDA, TF32 is disabled for convolutions and matmuls unless the backend is built with
 ``allow_tf32=True`` (``--tf32`` on the command line), so the default run checks strict float32.
 """
@@ -50,6 +52,7 @@ from conformance.backends.base import (
     mlx_weight,
 )
 from conformance.case import DIRECTIONS, Case
+from conformance.dtypes import ALL_DTYPES
 from conformance.inputs import Inputs
 from conformance.layouts import LAYOUTS, Views, batched, laid_out
 from reference.params import PADDING_MODES
@@ -87,6 +90,10 @@ class TorchBackend(Backend):
         self.name = f"torch-{device}" + ("-cl" if memory_format == "channels_last" else "")
         self.directions = DIRECTIONS
         self.padding_modes = PADDING_MODES
+        if device != "mps":  # MPS has no float64
+            self.dtypes = ALL_DTYPES
+        else:
+            self.dtype_note = "MPS has no float64"
         if memory_format == "contiguous":
             self.layouts = LAYOUTS
         else:
@@ -127,9 +134,12 @@ class TorchBackend(Backend):
     def _torch_dtype(self, dtype: str):
         import torch
 
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[
-            dtype
-        ]
+        return {
+            "float32": torch.float32,
+            "float16": torch.float16,
+            "bfloat16": torch.bfloat16,
+            "float64": torch.float64,
+        }[dtype]
 
     def _apply_tf32(self) -> None:
         """On CUDA, allow TF32 in convolutions and matmuls only if the backend says so."""
@@ -204,7 +214,8 @@ class TorchBackend(Backend):
 
 
 def to_host(t) -> np.ndarray:
-    """A tensor as a float32 NumPy array on the host."""
+    """A tensor as a float32 NumPy array on the host (float64 for a float64 tensor)."""
     import torch
 
-    return t.detach().to(device="cpu", dtype=torch.float32).numpy()
+    dt = torch.float64 if t.dtype == torch.float64 else torch.float32
+    return t.detach().to(device="cpu", dtype=dt).numpy()
