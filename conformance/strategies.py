@@ -652,11 +652,19 @@ def valid_cases(
     bias: bool | None = None,
     directions: tuple[str, ...] = ("fwd",),
     layouts: tuple[str, ...] = ("contiguous",),
+    padding_modes: bool = True,
 ) -> st.SearchStrategy[Case]:
-    """Hypothesis strategy: valid cases for ``op`` (see :func:`draw_valid_case`)."""
+    """Hypothesis strategy: valid cases for ``op`` (see :func:`draw_valid_case`; without
+    ``padding_modes``, explicit padding only, for code that takes no string modes)."""
     return st.composite(
         lambda draw: draw_valid_case(
-            HypothesisDraw(draw), op, dtypes, bias, directions=directions, layouts=layouts
+            HypothesisDraw(draw),
+            op,
+            dtypes,
+            bias,
+            directions=directions,
+            layouts=layouts,
+            padding_modes=padding_modes,
         )
     )()
 

@@ -61,20 +61,31 @@ def _passes(case: Case) -> None:
 @CI
 @given(data=st.data())
 def test_host_bwd_w_matches_reference(op: str, dtype: str, data: st.DataObject) -> None:
-    _passes(data.draw(valid_cases(op, dtypes=(dtype,), directions=("bwd_w",)), label="case"))
+    _passes(
+        data.draw(
+            valid_cases(op, dtypes=(dtype,), directions=("bwd_w",), padding_modes=False),
+            label="case",
+        )
+    )
 
 
 @needs_host
 def test_host_passes_the_generated_bwd_w_cases() -> None:
     """The CLI's generator (``run --dirs bwd_w``, default seed): every case passes through the
-    one runner."""
+    one runner, but for the padding-mode cases (``psame``/``pvalid``), which the kernels, taking
+    explicit numbers only, report unsupported."""
     cases = generated_cases(valid_per_op=15, invalid_per_op=0, seed=0, directions=("bwd_w",))
     assert {c.direction for c in cases} == {"bwd_w"} and len(cases) == 15 * len(OPS)
     assert any(c.bias for c in cases) and any(c.groups > 1 for c in cases)
     runner = Runner([HOST])
+    passed = 0
     for case in cases:
         (rec,) = runner.run_case(case)
-        assert rec.verdict == D.PASS, rec.summary()
+        assert rec.verdict == D.PASS or (case.moded and rec.verdict == D.UNSUPPORTED), (
+            rec.summary()
+        )
+        passed += rec.verdict == D.PASS
+    assert passed >= 12 * len(OPS)  # the modes are a quarter or less of the forward ops' cases
 
 
 NAMED = [
@@ -148,7 +159,7 @@ def test_every_tile_gives_the_same_bits(op: str, data: st.DataObject) -> None:
     tile (partial tiles and the 4-wide loads included), so every tile gives the same bits."""
     from kernels import host
 
-    case = data.draw(valid_cases(op, directions=("bwd_w",)), label="case")
+    case = data.draw(valid_cases(op, directions=("bwd_w",), padding_modes=False), label="case")
     inputs = make_inputs(case)
     outs = {}
     for tile in source.TILES:
