@@ -20,6 +20,7 @@ MLX's CUDA backend caches one cuDNN plan per conv shape and raises once the cach
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 
@@ -82,35 +83,39 @@ class MLXBackend(Backend):
         return None
 
     def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
+        """The case through :meth:`_callable`, on the backend's stream in the case dtype:
+        forward the call's output; backward ``mx.vjp`` of the call with respect to the input and
+        every parameter at once. Results as float32 NumPy arrays in MLX layout."""
         mx = _import_mlx()
         stream = mx.gpu if self.device == "gpu" else mx.cpu
         dt = mlx_dtype(mx, case.dtype)
-        bias = None if inputs.bias is None else mx.array(inputs.bias).astype(dt)
         views = Views(
             lambda a: mx.array(a).astype(dt),
             lambda a: mx.swapaxes(a, -1, -2),
             lambda a, shape: mx.broadcast_to(a, shape),
         )
-        x, w = laid_out(case.layout, inputs.x, views), mx.array(inputs.w).astype(dt)
-        if case.direction != "fwd":
-            return self._backward(mx, case, x, w, bias, mx.array(inputs.dy).astype(dt), stream)
-        y = forward(mx, case, x, w, bias, stream=stream)
-        y = y.astype(mx.float32, stream=stream)
-        mx.eval(y)
-        return np.array(y)
-
-    def _backward(self, mx, case: Case, x, w, bias, dy, stream):
-        """``mx.vjp`` of the op plus the bias add, in the case dtype."""
-
-        def fn(x, w, *b):
-            return forward(mx, case, x, w, b[0] if b else None, stream=stream)
-
-        primals = [x, w] + ([bias] if bias is not None else [])
         with mx.stream(stream):
-            _, grads = mx.vjp(fn, primals, [dy])
+            x = laid_out(case.layout, inputs.x, views)
+            call, params = self._callable(mx, case, inputs, dt, stream)
+            if case.direction == "fwd":
+                y = call(x, *params).astype(mx.float32)
+                mx.eval(y)
+                return np.array(y)
+            _, grads = mx.vjp(call, [x, *params], [mx.array(inputs.dy).astype(dt)])
             grads = [g.astype(mx.float32) for g in grads]
             mx.eval(grads)
         return gradients_for(case, [np.array(g) for g in grads])
+
+    def _callable(self, mx, case: Case, inputs: Inputs, dt, stream) -> tuple[Callable, list]:
+        """What the case calls, as a function of the input, the weight and (with one) the bias,
+        and those parameters' values: here the ``mlx.core`` op plus the bias add."""
+        w = mx.array(inputs.w).astype(dt)
+        params = [w] + ([mx.array(inputs.bias).astype(dt)] if inputs.bias is not None else [])
+
+        def call(x, w, *b):
+            return forward(mx, case, x, w, b[0] if b else None, stream=stream)
+
+        return call, params
 
 
 def mlx_dtype(mx, dtype: str):

@@ -34,14 +34,11 @@ convolution are out (the functional ``mlx.core.conv_transpose*`` ops take groups
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
-import numpy as np
-
-from conformance.backends.base import gradients_for
-from conformance.backends.mlx_backend import MLXBackend, _import_mlx, mlx_dtype
+from conformance.backends.mlx_backend import MLXBackend
 from conformance.case import OPS, Case
 from conformance.inputs import Inputs
-from conformance.layouts import Views, laid_out
 
 #: Constructor parameters a case may need beyond the channels and kernel size, and the value
 #: that means "not needed" (a module without the parameter behaves as this value).
@@ -122,35 +119,15 @@ class MLXNNBackend(MLXBackend):
                 )
         module.update(params)
 
-    def run(self, case: Case, inputs: Inputs) -> np.ndarray | tuple[np.ndarray, ...]:
-        mx = _import_mlx()
-        stream = mx.gpu if self.device == "gpu" else mx.cpu
-        dt = mlx_dtype(mx, case.dtype)
-        views = Views(
-            lambda a: mx.array(a).astype(dt),
-            lambda a: mx.swapaxes(a, -1, -2),
-            lambda a, shape: mx.broadcast_to(a, shape),
-        )
-        with mx.stream(stream):
-            module = self.build(case)
-            self.load(mx, module, case, inputs, dt)
-            x = laid_out(case.layout, inputs.x, views)
-            if case.direction != "fwd":
-                return self._module_backward(mx, case, module, x, mx.array(inputs.dy).astype(dt))
-            y = module(x).astype(mx.float32)
-            mx.eval(y)
-        return np.array(y)
+    def _callable(self, mx, case: Case, inputs: Inputs, dt, stream) -> tuple[Callable, list]:
+        """A fresh module holding the case's weight and bias; the call puts the weight (and
+        bias) it is given into the module with ``module.update`` and calls the module, so
+        gradients are those of the module's own parameters."""
+        module = self.build(case)
+        self.load(mx, module, case, inputs, dt)
 
-    def _module_backward(self, mx, case: Case, module, x, dy):
-        """``mx.vjp`` of the module call with respect to the input and the module's weight (and
-        bias), each put into the module with ``module.update`` before the call."""
-
-        def fn(x, w, *b):
+        def call(x, w, *b):
             module.update({"weight": w, **({"bias": b[0]} if b else {})})
             return module(x)
 
-        primals = [x, module.weight] + ([module.bias] if case.bias else [])
-        _, grads = mx.vjp(fn, primals, [dy])
-        grads = [g.astype(mx.float32) for g in grads]
-        mx.eval(grads)
-        return gradients_for(case, [np.array(g) for g in grads])
+        return call, [module.weight] + ([module.bias] if case.bias else [])
