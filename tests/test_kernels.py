@@ -255,9 +255,15 @@ def test_invalid_cases_rejected(op: str, data: st.DataObject) -> None:
     """Invalid cases are not "unsupported": run raises the reference's ValueError (the runner
     records "both rejected"), before anything is launched."""
     case = data.draw(invalid_cases(op), label="case")
+    rejected_as_by_the_reference(case, run_reference)
+
+
+def rejected_as_by_the_reference(case: Case, reference) -> None:
+    """Every kernels backend takes ``case`` (no ``unsupported`` reason) and rejects it with the
+    ValueError that ``reference(case, inputs)`` raises, word for word."""
     inputs = make_inputs(case)
     with pytest.raises(ValueError) as ref_err:
-        run_reference(case, inputs)
+        reference(case, inputs)
     for backend in BACKENDS:
         assert backend.unsupported_reason(case) is None
         with pytest.raises(ValueError) as err:
