@@ -9,8 +9,9 @@
 #
 #   env      nvidia-smi, versions, `python -m conformance backends`
 #   smoke    one small case replayed on every GPU backend (compiles our kernels, shows errors early)
-#   release  the release conformance run on numpy-ref, torch-cuda, torch-cuda-cl, mlx-gpu,
-#            kernels-cuda, TF32 off: OUTDIR/results.json, OUTDIR/report.html
+#   release  the release conformance run (float64 too) on numpy-ref, torch-cuda, torch-cuda-cl,
+#            torch-cuda-nn, mlx-gpu, mlx-gpu-nn, kernels-cuda, TF32 off: OUTDIR/results.json,
+#            OUTDIR/report.html
 #   tf32     the same backends of torch with --tf32 on the real-network corpus and a few generated
 #            cases: OUTDIR/tf32.json, OUTDIR/tf32.html (expected to show TF32's larger errors)
 #   bench    python -m benchmarks.gpu: kernels-cuda (each tile) vs mlx-gpu vs cuDNN strict float32
@@ -30,7 +31,8 @@
 # mappings are the GPU driver's business, and the device has memory to spare.
 #
 # Knobs (environment): DEVICE_STAGES (all five: "env smoke release tf32 bench"), DEVICE_BACKENDS
-# (the GPU backends of smoke and release: torch-cuda,torch-cuda-cl,mlx-gpu,kernels-cuda),
+# (the GPU backends of smoke and release:
+# torch-cuda,torch-cuda-cl,torch-cuda-nn,mlx-gpu,mlx-gpu-nn,kernels-cuda),
 # PYTHON (python3), DEVICE_EXAMPLES (400: --max-examples of the release
 # run), DEVICE_WORKERS (8: its -n), DEVICE_TF32_EXAMPLES (20), DEVICE_BENCH_BUDGET (60 seconds of
 # timing), DEVICE_RELEASE_LIMIT (220), DEVICE_TF32_LIMIT (60), DEVICE_BENCH_LIMIT (100) seconds.
@@ -46,7 +48,7 @@ export MLX_CUDA_CONV_CACHE_SIZE=${MLX_CUDA_CONV_CACHE_SIZE:-1000000}
 PY=${PYTHON:-python3}
 examples=${DEVICE_EXAMPLES:-400}
 workers=${DEVICE_WORKERS:-8}
-gpu_backends=${DEVICE_BACKENDS:-torch-cuda,torch-cuda-cl,mlx-gpu,kernels-cuda}
+gpu_backends=${DEVICE_BACKENDS:-torch-cuda,torch-cuda-cl,torch-cuda-nn,mlx-gpu,mlx-gpu-nn,kernels-cuda}
 stages=" ${DEVICE_STAGES:-env smoke release tf32 bench} "
 real_networks=dcgan,unet2d,unet3d,vae3d,hifigan,depthwise,speech_conv1d
 
@@ -91,7 +93,7 @@ stage smoke 60 "$PY" -m conformance replay conv2d-n2-c8x12-s7x6-k3-p1-g2-bias-f3
     --backends "numpy-ref,$gpu_backends"
 stage release "${DEVICE_RELEASE_LIMIT:-220}" "$PY" -m conformance run -q \
     --max-examples "$examples" -n "$workers" --worker-memory-mb 0 \
-    --backends "numpy-ref,$gpu_backends" \
+    --dtypes float32,float16,bfloat16,float64 --backends "numpy-ref,$gpu_backends" \
     --json "$out/results.json" --report "$out/report.html"
 if [ ! -f "$out/results.json" ] && [ -s "$out/results.jsonl" ]; then
     # Stopped at its time limit: the stream holds every case finished; report those.
