@@ -40,8 +40,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+import tomllib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,8 +88,13 @@ class KnownFailure:
 
     @property
     def label(self) -> str:
-        """``torch-cpu.toml #3``: where the entry is, for summaries and the report."""
-        return f"{Path(self.source).name if self.source else self.backend} #{self.index}"
+        """``torch-cpu.toml #3``: where the entry is, for summaries and the report; an entry a
+        backend takes from its twin's file says for whom (``torch-cpu.toml #3 for
+        torch-cpu-nn``)."""
+        if not self.source:
+            return f"{self.backend} #{self.index}"
+        where = f"{Path(self.source).name} #{self.index}"
+        return where if Path(self.source).stem == self.backend else f"{where} for {self.backend}"
 
     @property
     def rule(self) -> str:
@@ -392,10 +398,14 @@ class EntryUsage:
 
 
 def parse_file(path: Path) -> list[KnownFailure]:
-    """Parse and schema-check one file; errors name the file, the entry and the field."""
+    """Parse and schema-check one file; errors name the file, the entry and the field. A file
+    whose top-level ``twin`` names another backend (``twin = "torch-cpu"`` in
+    ``torch-cpu-nn.toml``: the modules call the functional ops) takes every entry of that
+    backend's file, next to it, for its own backend first, then its own entries."""
     backend = path.stem
-    out = []
-    for where, item in read_entries(path, "failure", _STRING_FIELDS):
+    out = [replace(e, backend=backend) for e in _twin_entries(path)]
+    own = 0
+    for where, item in read_entries(path, "failure", _STRING_FIELDS, top_level=("twin",)):
         case, match = item.get("case"), item.get("match")
         if (case is None) == (match is None):
             raise ValueError(f"{where}: give exactly one of 'case' (an id) or 'match' (a glob)")
@@ -452,7 +462,27 @@ def parse_file(path: Path) -> list[KnownFailure]:
                 cpu_has=cpu_has,
                 direction=direction,
                 source=str(path),
-                index=len(out) + 1,
+                index=own + 1,
             )
         )
+        own += 1
     return out
+
+
+def _twin_entries(path: Path) -> list[KnownFailure]:
+    """The entries of the file ``path``'s top-level ``twin`` names (none without one)."""
+    try:
+        twin = tomllib.loads(path.read_text(encoding="utf-8")).get("twin")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return []  # read_entries reports it
+    if twin is None:
+        return []
+    twin_path = path.with_name(f"{twin}.toml") if isinstance(twin, str) else None
+    if twin_path is None or twin == path.stem or not twin_path.is_file():
+        raise ValueError(
+            f"{path}: 'twin' must name another backend whose known-failures file is next to "
+            f"it, got {twin!r}"
+        )
+    if _twin_entries(twin_path):
+        raise ValueError(f"{path}: 'twin' {twin!r} has a twin of its own; name that one")
+    return parse_file(twin_path)

@@ -241,3 +241,32 @@ def test_cli_summary_names_stale_entries(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "known failures: 0 of 4 entries matched 0 record(s); 1 stale" in out
     assert "STALE known failure planted-unflipped.toml #2" in out
+
+
+def test_a_twin_file_lends_its_entries_to_the_other_backend(tmp_path):
+    (tmp_path / "lib-cpu.toml").write_text(
+        '[[failure]]\nmatch = "conv1d-*"\nverdict = "value-mismatch"\nhint = "float16 '
+        'accumulation"\nreason = "the op\'s bug"\n'
+    )
+    (tmp_path / "lib-cpu-nn.toml").write_text(
+        'twin = "lib-cpu"\n\n[[failure]]\ncase = "conv1d-n1-c1x1-s5-k3-f32"\n'
+        'verdict = "raised"\nreason = "the module\'s own"\n'
+    )
+    known = KnownFailures.load(tmp_path, cpu_flags=frozenset())
+    nn = [e for e in known.entries if e.backend == "lib-cpu-nn"]
+    assert [e.label for e in nn] == ["lib-cpu.toml #1 for lib-cpu-nn", "lib-cpu-nn.toml #1"]
+    assert nn[0].rule == next(e for e in known.entries if e.backend == "lib-cpu").rule
+    (tmp_path / "lib-gpu-nn.toml").write_text('twin = "lib-gpu"\n')
+    with pytest.raises(ValueError, match="'twin' must name another backend .* got 'lib-gpu'"):
+        KnownFailures.load(tmp_path, cpu_flags=frozenset())
+    (tmp_path / "lib-gpu-nn.toml").write_text('twin = "lib-cpu-nn"\n')
+    with pytest.raises(ValueError, match="'twin' 'lib-cpu-nn' has a twin of its own"):
+        KnownFailures.load(tmp_path, cpu_flags=frozenset())
+
+
+def test_the_torch_module_files_take_their_functional_twins_entries():
+    known = KnownFailures.load()
+    for nn, twin in (("torch-cpu-nn", "torch-cpu"), ("torch-cuda-nn", "torch-cuda")):
+        theirs = [e.rule for e in known.entries if e.backend == twin]
+        mine = [e.rule for e in known.entries if e.backend == nn]
+        assert mine[: len(theirs)] == theirs and len(mine) == len(theirs) + 2
