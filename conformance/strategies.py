@@ -26,7 +26,8 @@ value: Hypothesis shrinks a case to batch 1, one channel, kernel 1, the smallest
 the threshold. The input fill (:data:`FILL_CHOICES`) comes after the sizes: uniform in 5 of 9
 cases, small integers, sparse, wide and special values in 1 of 9 each; then the direction and the
 layout where the caller allows more than one, and last a forward op's padding mode
-(:data:`PADDING_MODE_CHOICES`: ``same`` / ``valid`` in a quarter of the cases each).
+(:data:`PADDING_MODE_CHOICES`: ``same`` / ``valid`` in a quarter of the cases each, half the
+``same`` ones with stride 1).
 
 The kind of a case (:data:`KINDS`): dense (groups 1; half the cases), grouped (2-8 groups),
 depthwise, and long: groups 1 and at least :data:`LONG_REDUCTION` products per output element
@@ -117,7 +118,8 @@ LAYOUT_CHOICES: tuple[str, ...] = tuple(LAYOUTS)
 
 #: Padding modes drawn for a forward ``conv1d/2d/3d`` case, last: the explicit numbers (the
 #: first: Hypothesis shrinks to it) in half the cases, ``same`` and ``valid`` (given to the API
-#: as strings, :data:`reference.params.PADDING_MODES`) in a quarter each.
+#: as strings, :data:`reference.params.PADDING_MODES`) in a quarter each; half the ``same``
+#: cases get stride 1 (:func:`_padding_mode`).
 PADDING_MODE_CHOICES: tuple[str, ...] = ("explicit", "explicit", "same", "valid")
 
 #: The general convolutions' input dilations per axis, by spatial dims (1 first: Hypothesis
@@ -484,26 +486,29 @@ def draw_valid_case(
     )
     if op in GENERAL_OPS or transposed or not padding_modes:
         return case
-    return replace(case, padding_mode=_padding_mode(pick, fields, budget))
+    return replace(case, **_padding_mode(pick, fields, budget))
 
 
-def _padding_mode(pick: Draw, fields: dict, budget: Budget) -> str:
+def _padding_mode(pick: Draw, fields: dict, budget: Budget) -> dict[str, object]:
     """A forward op's padding mode (:data:`PADDING_MODE_CHOICES`), drawn after everything else
-    (its numbers replace the drawn padding): ``valid`` only where the unpadded input holds the
-    dilated kernel on every axis, ``same`` only where its padding keeps the case within
-    ``budget``; explicit where the drawn one is not admitted."""
+    (its numbers replace the drawn padding), as the fields to change: ``valid`` only where the
+    unpadded input holds the dilated kernel on every axis; ``same`` only where its padding keeps
+    the case within ``budget``, and then in half the draws with the stride set to 1 where that
+    fits too (PyTorch's ``'same'`` takes stride 1 only; JAX's and ONNX's any). Explicit where the
+    drawn mode is not admitted."""
     mode = pick.choice(PADDING_MODE_CHOICES)
     if mode == "explicit":
-        return mode
-    args = (fields["spatial"], fields["kernel"], fields["stride"], fields["dilation"])
-    lo, hi = mode_padding(mode, *args)
+        return {}
     extents = [d * (k - 1) + 1 for k, d in zip(fields["kernel"], fields["dilation"])]
     if mode == "valid" and any(n < e for n, e in zip(fields["spatial"], extents)):
-        return "explicit"
-    ones = [1] * len(lo)
-    if not _fits({**fields, "padding": lo}, ones, list(hi), budget):
-        return "explicit"
-    return mode
+        return {}
+    unit = mode == "same" and pick.boolean()
+    for stride in ((1,) * len(extents), fields["stride"]) if unit else (fields["stride"],):
+        args = (fields["spatial"], fields["kernel"], stride, fields["dilation"])
+        lo, hi = mode_padding(mode, *args)
+        if _fits({**fields, "stride": stride, "padding": lo}, [1] * len(lo), list(hi), budget):
+            return {"padding_mode": mode, "stride": stride}
+    return {}
 
 
 def _direction(pick: Draw, directions: tuple[str, ...], fill: str) -> str:
