@@ -213,6 +213,7 @@ PREDICATES: dict[str, Callable[[Case], bool]] = {
     # Valid when below the dilation (PyTorch's rule: output_padding < max(stride, dilation)).
     "output_padding_at_least_stride": lambda c: _any_axis(c, lambda s, k, st, p, d, o: o >= st),
     "fails_with_flushed_subnormals": fails_with_flushed_subnormals,
+    "infinite_weight": lambda c: c.fill == "special" and bool(np.isinf(make_inputs(c).w).any()),
     "same_padding_dilated": lambda c: c.padding_mode == "same" and any(d > 1 for d in c.dilation),
     "padded_with_unit_axis": lambda c: (
         any(p > 0 for p in c.padding) and (1 in c.spatial or 1 in (c.output_spatial() or ()))
