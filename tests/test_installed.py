@@ -44,6 +44,7 @@ class Zeros(Backend):
     """A planted failure: every output is one zero (verdict shape-mismatch)."""
 
     name = "zeros"
+    padding_modes = ("explicit", "same", "valid")
 
     def probe(self):
         return Availability(True, "test only")
