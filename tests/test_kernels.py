@@ -34,6 +34,39 @@ SETTINGS = settings(
 )
 
 
+#: Groups in 3-D (which upstream MLX rejects), with bias, every parameter non-trivial: the
+#: named cases of every direction start with them (tests/test_kernels_backward.py too).
+GROUPED_3D = [
+    Case(
+        "conv_transpose3d",
+        2,
+        6,
+        9,
+        (3, 4, 2),
+        (3, 2, 2),
+        stride=(2, 1, 3),
+        padding=(1, 0, 1),
+        dilation=(1, 2, 1),
+        output_padding=(1, 1, 0),
+        groups=3,
+        bias=True,
+    ),
+    Case(
+        "conv3d",
+        2,
+        6,
+        4,
+        (5, 6, 4),
+        (3, 2, 2),
+        stride=(2, 1, 1),
+        padding=(1, 0, 1),
+        dilation=(1, 2, 1),
+        groups=2,
+        bias=True,
+    ),
+]
+
+
 def _conforms(case: Case) -> None:
     assert HOST.unsupported_reason(case) is None, case.id
     inputs = make_inputs(case)
@@ -61,34 +94,7 @@ def test_host_matches_reference(op: str, dtype: str, data: st.DataObject) -> Non
 @pytest.mark.parametrize(
     "case",
     [
-        # Groups in 3-D (which upstream MLX rejects), with bias, every parameter non-trivial.
-        Case(
-            "conv_transpose3d",
-            2,
-            6,
-            9,
-            (3, 4, 2),
-            (3, 2, 2),
-            stride=(2, 1, 3),
-            padding=(1, 0, 1),
-            dilation=(1, 2, 1),
-            output_padding=(1, 1, 0),
-            groups=3,
-            bias=True,
-        ),
-        Case(
-            "conv3d",
-            2,
-            6,
-            4,
-            (5, 6, 4),
-            (3, 2, 2),
-            stride=(2, 1, 1),
-            padding=(1, 0, 1),
-            dilation=(1, 2, 1),
-            groups=2,
-            bias=True,
-        ),
+        *GROUPED_3D,
         # Depthwise, larger channel counts, a longer reduction.
         Case("conv2d", 1, 16, 16, (9, 8), (3, 3), padding=1, groups=16, bias=True),
         Case(

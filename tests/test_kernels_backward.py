@@ -24,7 +24,7 @@ from conformance.runner import Runner
 from conformance.strategies import invalid_cases, valid_cases
 from kernels import plan, source
 from kernels.backends import BACKENDS, KernelsHost
-from tests.test_kernels import rejected_as_by_the_reference
+from tests.test_kernels import GROUPED_3D, rejected_as_by_the_reference
 
 HOST = KernelsHost()
 needs_host = pytest.mark.skipif(
@@ -88,34 +88,7 @@ def test_host_passes_the_generated_bwd_w_cases() -> None:
 
 
 NAMED = [
-    # Groups in 3-D, every parameter non-trivial, bias.
-    Case(
-        "conv_transpose3d",
-        2,
-        6,
-        9,
-        (3, 4, 2),
-        (3, 2, 2),
-        stride=(2, 1, 3),
-        padding=(1, 0, 1),
-        dilation=(1, 2, 1),
-        output_padding=(1, 1, 0),
-        groups=3,
-        bias=True,
-    ),
-    Case(
-        "conv3d",
-        2,
-        6,
-        4,
-        (5, 6, 4),
-        (3, 2, 2),
-        stride=(2, 1, 1),
-        padding=(1, 0, 1),
-        dilation=(1, 2, 1),
-        groups=2,
-        bias=True,
-    ),
+    *GROUPED_3D,
     # Depthwise; full tiles of 4 channels (the 4-wide loads of dy).
     Case("conv2d", 2, 16, 16, (9, 8), (3, 3), padding=1, groups=16, bias=True),
     Case("conv2d", 2, 8, 16, (7, 6), (3, 2), stride=2, padding=1, bias=True),
