@@ -416,6 +416,11 @@ class _Spare:
     conn: Connection
 
 
+def _from_inner(name: str) -> property:
+    """A read-only property that is the wrapped backend's attribute ``name``."""
+    return property(lambda self: getattr(self.inner, name), doc=f"The inner backend's {name}.")
+
+
 class IsolatedBackend(Backend):
     """``inner`` run in a worker process; same name, availability and limitations.
 
@@ -470,41 +475,17 @@ class IsolatedBackend(Backend):
     def unsupported_reason(self, case: Case) -> str | None:
         return self.inner.unsupported_reason(case)
 
-    @property
-    def directions(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.inner.directions
-
-    @property
-    def ops(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.inner.ops
-
-    @property
-    def ops_note(self) -> str:  # type: ignore[override]
-        return self.inner.ops_note
-
-    @property
-    def layouts(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.inner.layouts
-
-    @property
-    def layout_note(self) -> str:  # type: ignore[override]
-        return self.inner.layout_note
-
-    @property
-    def dtypes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.inner.dtypes
-
-    @property
-    def dtype_note(self) -> str:  # type: ignore[override]
-        return self.inner.dtype_note
-
-    @property
-    def padding_modes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.inner.padding_modes
-
-    @property
-    def padding_mode_note(self) -> str:  # type: ignore[override]
-        return self.inner.padding_mode_note
+    # What the inner backend computes and takes (ops, directions, dtypes, layouts, padding
+    # modes, and the reasons for the rest): read from it, so unsupported() judges as it would.
+    directions = _from_inner("directions")
+    ops = _from_inner("ops")
+    ops_note = _from_inner("ops_note")
+    dtypes = _from_inner("dtypes")
+    dtype_note = _from_inner("dtype_note")
+    layouts = _from_inner("layouts")
+    layout_note = _from_inner("layout_note")
+    padding_modes = _from_inner("padding_modes")
+    padding_mode_note = _from_inner("padding_mode_note")
 
     def _spawn(self, stderr: Path) -> tuple[mp.process.BaseProcess, Connection]:
         """A new worker process writing its output to ``stderr`` (emptied first)."""
