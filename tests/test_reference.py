@@ -492,14 +492,23 @@ def reference_op(case: Case, x, w, b, **params):
     return run_op(case.op, case.ndim, case.transposed, x, w, b, **params)
 
 
+def padded_for_torch(xt: torch.Tensor, params: dict) -> tuple[torch.Tensor, dict]:
+    """A channels-first input and reference ``params`` as torch takes them: a separate high
+    padding (``'same'`` with an even kernel extent) spelled out with ``F.pad``, which takes
+    (low, high) pairs from the last axis backwards, and padding 0 then."""
+    params = dict(params)
+    hi = params.pop("padding_hi", None)
+    if hi is None:
+        return xt, params
+    lo = params["padding"]
+    params["padding"] = 0
+    return F.pad(xt, [n for a in reversed(range(len(hi))) for n in (lo[a], hi[a])]), params
+
+
 def torch_run(op: str, x: np.ndarray, w: np.ndarray, b, params: dict) -> np.ndarray:
     xt = torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 1)))
     bt = None if b is None else torch.from_numpy(b)
-    params = dict(params)
-    hi = params.pop("padding_hi", None)
-    if hi is not None:  # uneven padding ('same' with an even kernel extent): spelled out
-        pads = [n for a in reversed(range(len(hi))) for n in (params["padding"][a], hi[a])]
-        xt, params["padding"] = F.pad(xt, pads), 0
+    xt, params = padded_for_torch(xt, params)
     with torch.no_grad():
         y = getattr(F, op)(xt, to_torch_weight(op, w, params["groups"]), bt, **params)
     return np.moveaxis(y.numpy(), 1, -1)

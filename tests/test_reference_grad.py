@@ -27,7 +27,7 @@ from conformance.strategies import valid_cases
 from reference import grad as RG
 from reference.core import ConvResult
 from reference.ops import run_op
-from tests.test_reference import assert_bound_sums
+from tests.test_reference import assert_bound_sums, padded_for_torch
 
 ALL_OPS = tuple(OPS)
 
@@ -107,13 +107,7 @@ def torch_grads(case: Case, x, w, b, dy):
     xt = torch.from_numpy(channels_first(x)).requires_grad_()
     wt = torch.from_numpy(channels_first_weight(case, w)).requires_grad_()
     bt = torch.from_numpy(b.copy()).requires_grad_()
-    kw = case.params()
-    xin = xt
-    if case.moded:  # the (possibly uneven) low and high padding spelled out, for any stride
-        hi = kw.pop("padding_hi", case.padding)
-        # F.pad takes (low, high) pairs from the last axis backwards.
-        xin = F.pad(xt, [n for a in reversed(range(case.ndim)) for n in (case.padding[a], hi[a])])
-        kw["padding"] = 0
+    xin, kw = padded_for_torch(xt, case.params())  # a mode's numbers, for any stride
     y = getattr(F, case.op)(xin, wt, bt, **kw)
     gx, gw, gb = torch.autograd.grad(y, [xt, wt, bt], torch.from_numpy(channels_first(dy)))
     gw = gw.numpy()
